@@ -1,0 +1,23 @@
+"""lumos_fx: L0-gated feature selection and structured pruning for any traceable model.
+
+Example::
+
+    >>> import torch
+    >>> import lumos_fx as lumos
+    >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    >>> gated = lumos.compile(model, example_inputs=(torch.randn(16, 4),))
+    >>> loss = gated(torch.randn(16, 4)).pow(2).mean() + lumos.penalty(gated)
+    >>> pruned = lumos.extract(gated.eval())
+"""
+from .api import compile, expected_cost, extract, gates, penalty
+from .errors import ExactnessError, InputError, LumosError, TraceError
+from .gates import GateConfig, HardConcreteGate
+from .report import Report, report
+from .verify import verify
+
+__all__ = [
+    "compile", "gates", "penalty", "extract", "report", "verify", "expected_cost",
+    "GateConfig", "HardConcreteGate", "Report",
+    "LumosError", "TraceError", "InputError", "ExactnessError",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,153 @@
+"""``compile`` and ``extract``: run the passes in order.
+
+``compile``: deep-copy the model, trace it, propagate shapes on the example
+inputs, build channel groups, insert gates, attach the expected-cost model.
+``extract``: shrink the gated model and check the result against it.
+
+Example::
+
+    >>> import torch
+    >>> import lumos_fx as lumos
+    >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    >>> x = torch.randn(16, 4)
+    >>> gated = lumos.compile(model, example_inputs=(x,))
+    >>> torch.equal(gated.eval()(x), model(x))
+    True
+    >>> sorted(lumos.gates(gated))
+    ['input', 'm0']
+"""
+from __future__ import annotations
+
+import copy
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .cost import ExpectedCost
+from .errors import InputError
+from .gates import GateConfig, HardConcreteGate
+from .passes.build_groups import build_groups
+from .passes.insert_gates import insert_gates
+from .passes.shape_prop import propagate_shapes
+from .passes.shrink import shrink
+from .state import LumosState, state_of, unwrap
+from .tracer import trace
+from .verify import verify
+
+DEFAULT_LAMBDA = 0.05
+
+
+def _check_example_inputs(example_inputs) -> tuple:
+    if example_inputs is None:
+        raise InputError(
+            "example_inputs is required: lumos_fx needs one batch to learn the tensor shapes, "
+            "e.g. lumos.compile(model, example_inputs=(x_batch,))")
+    if isinstance(example_inputs, torch.Tensor) or not isinstance(example_inputs, (tuple, list)):
+        raise InputError(
+            f"example_inputs must be a tuple of the model's positional inputs, got "
+            f"{type(example_inputs).__name__}; write example_inputs=(x,) for a single input")
+    return tuple(example_inputs)
+
+
+def _feature_names(feature_names, plan, example_inputs) -> dict[str, list[str]]:
+    names = {}
+    for name, (dim, labels) in plan.inputs.items():
+        names[name] = [f"{name}[{i}]" for i in range(len(labels))]
+    if feature_names is None:
+        return names
+    if not isinstance(feature_names, dict):
+        if len(plan.inputs) != 1:
+            raise InputError("the model has several gated inputs; pass feature_names as a dict "
+                             f"keyed by input name: {sorted(plan.inputs)}")
+        feature_names = {next(iter(plan.inputs)): feature_names}
+    for name, given in feature_names.items():
+        if name not in names:
+            raise InputError(f"feature_names names input {name!r}, but the gated inputs are "
+                             f"{sorted(plan.inputs)}")
+        if len(given) != len(names[name]):
+            raise InputError(f"feature_names[{name!r}] has {len(given)} names but input {name!r} "
+                             f"has {len(names[name])} features")
+        names[name] = [str(n) for n in given]
+    return names
+
+
+def compile(model: nn.Module, example_inputs: Sequence[torch.Tensor] | None = None, *,
+            lam: float = DEFAULT_LAMBDA, feature_names=None, input_dims: dict | None = None,
+            leaf_modules: Sequence = (), concrete_args: dict | None = None,
+            gate_config: GateConfig | None = None):
+    """Return a gated copy of ``model`` (a ``torch.fx.GraphModule``).
+
+    Args:
+        model: any traceable ``nn.Module``; it is never modified.
+        example_inputs: a tuple with one batch of the model's positional inputs.
+        lam: weight of the complexity penalty (expected fraction of parameters kept).
+        feature_names: names of the input features (a list for a single input, or a
+            dict input name -> list).
+        input_dims: per input name, the feature dim to gate (default 1) or None to
+            leave that input ungated.
+        leaf_modules: module types or instances to keep whole (not traced through).
+        concrete_args: passed to the tracer for arguments that steer control flow.
+        gate_config: hard-concrete constants and semi-stochastic thresholds.
+    """
+    if not isinstance(model, nn.Module):
+        raise InputError(f"lumos.compile expects an nn.Module, got {type(model).__name__}")
+    example_inputs = _check_example_inputs(example_inputs)
+    copied = copy.deepcopy(model)
+    gm = trace(copied, leaf_modules=leaf_modules, concrete_args=concrete_args)
+    propagate_shapes(gm, example_inputs)
+    plan = build_groups(gm, input_dims)
+    keys = insert_gates(gm, plan, gate_config)
+    gm.add_module("lumos_cost", ExpectedCost(plan, keys, gm))
+    reference = next(iter(copied.parameters()), None)
+    if reference is not None:
+        gm.lumos_gates.to(device=reference.device)
+        gm.lumos_apply.to(device=reference.device)
+        gm.lumos_cost.to(device=reference.device)
+    gm.meta["lumos"] = LumosState(
+        plan=plan, keys=keys, config=gate_config or GateConfig(), lam=float(lam),
+        example_inputs=tuple(x.detach() if isinstance(x, torch.Tensor) else x
+                             for x in example_inputs),
+        feature_names=_feature_names(feature_names, plan, example_inputs),
+        model_name=type(model).__name__)
+    gm.train(model.training)
+    return gm
+
+
+def gates(gated: nn.Module) -> dict[str, HardConcreteGate]:
+    """The gates of a gated model, by group name."""
+    state_of(gated)
+    return dict(unwrap(gated).lumos_gates.items())
+
+
+def expected_cost(gated: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """Expected (parameters, FLOPs) of the model ``extract`` would return."""
+    module = unwrap(gated)
+    state_of(module)
+    return module.lumos_cost.expected(module)
+
+
+def penalty(gated: nn.Module) -> torch.Tensor:
+    """``lam * E[params of the extracted model] / params of the original`` (paper Eq. 6)."""
+    state = state_of(gated)
+    module = unwrap(gated)
+    params, _ = module.lumos_cost.expected(module)
+    return state.lam * params / module.lumos_cost.total_params
+
+
+def extract(gated: nn.Module, *, inputs: str = "full", check: bool = True):
+    """The physically smaller model, exact against ``gated.eval()``.
+
+    Args:
+        inputs: ``"full"`` keeps the original input signature (dropped features
+            are removed by an ``index_select``); ``"kept"`` takes only the kept
+            features. Either way ``pruned.lumos_kept_inputs`` lists them.
+        check: verify exactness on the example inputs (raises ExactnessError).
+    """
+    if inputs not in ("full", "kept"):
+        raise InputError(f"inputs must be 'full' or 'kept', got {inputs!r}")
+    state = state_of(gated)
+    pruned = shrink(gated, inputs)
+    if check:
+        verify(gated, pruned, state.example_inputs, rtol=1e-4)
+    return pruned

@@ -1,0 +1,48 @@
+"""The op that multiplies a tensor by gate values along one dim.
+
+One :class:`GateApply` sits in front of each consumer input. It gathers the
+values of the gates of every group present along that dim (a ``cat`` of two
+branches reads two groups) into one multiplier, using a fixed index buffer;
+positions that belong to no gated group get 1.
+
+Example::
+
+    >>> import torch
+    >>> from lumos_fx.gate_apply import GateApply
+    >>> apply = GateApply(dim=1, rank=2, index=torch.tensor([0, 2, 1, 3]))
+    >>> apply(torch.ones(1, 4), torch.tensor([0.5, 0.0]), torch.tensor([1.0, 0.25])).tolist()
+    [[0.5, 1.0, 0.0, 1.0]]
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class GateApply(nn.Module):
+    """``x * cat(z_1, ..., z_k, [1])[index]`` broadcast along ``dim``.
+
+    Args:
+        dim: the dim of ``x`` the gates act on.
+        rank: ``x.dim()``.
+        index: for every position along ``dim``, its entry in the concatenated
+            gate vectors; the last entry (one past them) means "no gate".
+    """
+
+    def __init__(self, dim: int, rank: int, index: torch.Tensor):
+        super().__init__()
+        self.dim = dim
+        self.rank = rank
+        self.register_buffer("index", index.long())
+
+    def multiplier(self, *gates: torch.Tensor) -> torch.Tensor:
+        one = torch.ones(1, dtype=gates[0].dtype, device=gates[0].device)
+        return torch.cat([*gates, one])[self.index]
+
+    def forward(self, x: torch.Tensor, *gates: torch.Tensor) -> torch.Tensor:
+        shape = [1] * self.rank
+        shape[self.dim] = -1
+        return x * self.multiplier(*gates).to(x.dtype).view(shape)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, positions={self.index.numel()}"

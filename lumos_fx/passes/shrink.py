@@ -1,0 +1,220 @@
+"""Write the physically smaller model (the codegen pass behind ``extract``).
+
+With every gate at its deterministic value:
+
+1. each group keeps the channels whose gate is open (a group with every gate
+   closed keeps its strongest channel: the gate value 0 folded into the
+   consumers makes that exact, and no layer ends up with zero width);
+2. gate values fold into the consumer weights they multiply (weightless
+   consumers such as a ``sum`` over channels keep a multiplication by constants);
+3. every sliced parameter and buffer is cut to the kept positions along its
+   labeled dims, and layer size attributes (``in_features``...) follow;
+4. ``view``/``reshape`` literals on shrunk dims are rewritten; model inputs get
+   an ``index_select`` of the kept features (or take only those, ``inputs="kept"``);
+5. gate nodes go, dead code goes, unused submodules go; ``lint`` and recompile.
+
+The gated model is not modified.
+
+Example::
+
+    >>> import torch
+    >>> import lumos_fx as lumos
+    >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    >>> gated = lumos.compile(model, example_inputs=(torch.randn(3, 4),))
+    >>> with torch.no_grad():
+    ...     lumos.gates(gated)["m0"].log_alpha[:5] = -6.0
+    >>> lumos.extract(gated)[0]
+    Linear(in_features=4, out_features=3, bias=True)
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+from torch import fx, nn
+
+from ..rules import SIZE_ATTRIBUTES
+from ..state import LumosState, state_of, unwrap
+
+
+class Decisions:
+    """Per-channel keep/gate-value decisions of every group, by atom."""
+
+    def __init__(self, gated: fx.GraphModule, state: LumosState):
+        self.owner = state.plan.channels.group_of_atom()
+        self.keep: dict[int, np.ndarray] = {}
+        self.value: dict[int, np.ndarray] = {}
+        for gid, key in state.keys.items():
+            gate = gated.lumos_gates[key]
+            z = gate.deterministic().detach().cpu().double().numpy()
+            keep = z > 0
+            if not keep.any():
+                keep[int(gate.log_alpha.detach().argmax())] = True
+            self.keep[gid], self.value[gid] = keep, z
+
+    def _lookup(self, labels: np.ndarray, table: dict, default):
+        out = np.full(len(labels), default, dtype=np.result_type(default))
+        for p, atom in enumerate(labels.tolist()):
+            group = self.owner.get(atom) if atom >= 0 else None
+            if group is not None and group.index in table:
+                out[p] = table[group.index][group.channel_of_atom[atom]]
+        return out
+
+    def kept(self, labels: np.ndarray) -> np.ndarray:
+        """Indices of the positions of ``labels`` that survive."""
+        return np.flatnonzero(self._lookup(labels, self.keep, True))
+
+    def values(self, labels: np.ndarray) -> np.ndarray:
+        """Gate value at every position of ``labels`` (1 where ungated)."""
+        return self._lookup(labels, self.value, 1.0)
+
+
+def _get(root: nn.Module, path: str):
+    owner, _, name = path.rpartition(".")
+    module = root.get_submodule(owner) if owner else root
+    return module, name, getattr(module, name)
+
+
+def _set(module: nn.Module, name: str, old, new: torch.Tensor) -> None:
+    if isinstance(old, nn.Parameter):
+        setattr(module, name, nn.Parameter(new, requires_grad=old.requires_grad))
+    elif name in module._buffers:
+        module._buffers[name] = new
+    else:
+        setattr(module, name, new)
+
+
+def _fold_gates(gm, state, decisions) -> None:
+    """Multiply gate values into consumer weights; drop or constant-fold applies."""
+    folded = set()
+    for node in list(gm.graph.nodes):
+        use_index = node.meta.get("lumos", {}).get("use") if node.op == "call_module" else None
+        if use_index is None or not str(node.target).startswith("lumos_apply."):
+            continue
+        use = state.plan.consumers[use_index]
+        values = decisions.values(use.labels)
+        source = node.args[0]
+        if use.fold is not None:
+            owner, name, dim = use.fold
+            path = f"{owner}.{name}"
+            if path not in folded:
+                module, _, weight = _get(gm, path)
+                shape = [1] * weight.dim()
+                shape[dim] = -1
+                scale = torch.as_tensor(values, dtype=weight.dtype, device=weight.device)
+                _set(module, name, weight, weight.detach() * scale.view(shape))
+                folded.add(path)
+            node.replace_all_uses_with(source)
+        else:
+            kept = decisions.kept(use.labels)
+            constants = values[kept]
+            if np.all(constants == 1.0):
+                node.replace_all_uses_with(source)
+            else:
+                buffer = f"lumos_scale_{node.name}"
+                shape = [1] * node.meta["tensor_meta"].shape.__len__()
+                shape[use.dim] = -1
+                gm.register_buffer(buffer, torch.as_tensor(
+                    constants, dtype=node.meta["tensor_meta"].dtype).view(shape))
+                with gm.graph.inserting_before(node):
+                    scale = gm.graph.get_attr(buffer)
+                    mul = gm.graph.call_function(torch.mul, (source, scale))
+                node.replace_all_uses_with(mul)
+        gm.graph.erase_node(node)
+
+
+def _slice_parameters(gm, state, decisions) -> None:
+    for spec in state.plan.params.values():
+        module, name, tensor = _get(gm, spec.path)
+        new = tensor.detach()
+        for dim, labels in spec.dims.items():
+            kept = decisions.kept(labels)
+            if len(kept) != new.shape[dim]:
+                new = new.index_select(dim, torch.as_tensor(kept, device=new.device))
+        if new.shape != tensor.shape:
+            _set(module, name, tensor, new.contiguous())
+
+
+def _kept_count(node, dim, decisions) -> int | None:
+    labels = node.meta.get("lumos", {}).get("labels")
+    if isinstance(labels, dict) and dim in labels:
+        return len(decisions.kept(labels[dim]))
+    return None
+
+
+def _resize_modules(gm, state, decisions) -> None:
+    for node in gm.graph.nodes:
+        if node.op != "call_module":
+            continue
+        module = gm.get_submodule(node.target)
+        for attr, (source, dim) in SIZE_ATTRIBUTES.get(type(module), {}).items():
+            if source == "input":
+                size = _kept_count(node.args[0], dim, decisions)
+            else:
+                spec = state.plan.params.get(f"{node.target}.{source}")
+                labels = spec.dims.get(dim) if spec is not None else None
+                size = len(decisions.kept(labels)) if labels is not None else None
+            if size is not None:
+                setattr(module, attr, int(size))
+
+
+def _rewrite_shape_literals(gm, decisions) -> None:
+    for node in gm.graph.nodes:
+        if not node.meta.get("lumos", {}).get("shape_args"):
+            continue
+        labels = node.meta["lumos"]["labels"] or {}
+        packed = len(node.args) == 2 and isinstance(node.args[1], (tuple, list))
+        sizes = list(node.args[1] if packed else node.args[1:])
+        changed = False
+        for dim in labels:
+            if dim < len(sizes) and isinstance(sizes[dim], int) and sizes[dim] != -1:
+                sizes[dim] = _kept_count(node, dim, decisions)
+                changed = True
+        if changed:
+            node.args = (node.args[0], tuple(sizes)) if packed else (node.args[0], *sizes)
+
+
+def _select_inputs(gm, state, decisions, mode: str) -> dict[str, list[int]]:
+    kept_inputs = {}
+    placeholders = {n.target: n for n in gm.graph.nodes if n.op == "placeholder"}
+    for name, (dim, labels) in state.plan.inputs.items():
+        kept = decisions.kept(labels)
+        kept_inputs[name] = kept.tolist()
+        if mode == "kept" or len(kept) == len(labels):
+            continue
+        node = placeholders[name]
+        buffer = f"lumos_kept_{name}"
+        gm.register_buffer(buffer, torch.as_tensor(kept, dtype=torch.long))
+        with gm.graph.inserting_after(node):
+            index = gm.graph.get_attr(buffer)
+        with gm.graph.inserting_after(index):
+            select = gm.graph.call_method("index_select", (node, dim, index))
+        node.replace_all_uses_with(select, delete_user_cb=lambda user: user is not select)
+    return kept_inputs
+
+
+def shrink(gated: nn.Module, inputs: str = "full") -> fx.GraphModule:
+    """Return the extracted model; ``inputs`` is ``"full"`` or ``"kept"``."""
+    state = state_of(gated)
+    work = copy.deepcopy(unwrap(gated)).eval()
+    decisions = Decisions(work, state)
+    with torch.no_grad():
+        _fold_gates(work, state, decisions)
+        _slice_parameters(work, state, decisions)
+    _resize_modules(work, state, decisions)
+    _rewrite_shape_literals(work, decisions)
+    kept_inputs = _select_inputs(work, state, decisions, inputs)
+    for node in list(work.graph.nodes):
+        if node.op == "call_module" and str(node.target).startswith("lumos_gates."):
+            work.graph.erase_node(node)
+    for node in work.graph.nodes:
+        node.meta.pop("lumos", None)
+    work.graph.eliminate_dead_code()
+    pruned = fx.GraphModule(work, work.graph, class_name=state.model_name)
+    pruned.delete_all_unused_submodules()
+    pruned.graph.lint()
+    pruned.recompile()
+    pruned.lumos_kept_inputs = kept_inputs
+    pruned.lumos_input_mode = inputs
+    return pruned.eval()

@@ -1,0 +1,160 @@
+"""What a rule sees and records while the channel groups are built.
+
+``RuleContext`` holds the label arrays of every node already visited and
+collects three kinds of facts that later passes use:
+
+* :class:`ParamSpec` - a parameter or buffer whose dims carry labels, so it is
+  sliced on extraction and costed in the penalty;
+* :class:`ConsumerUse` - a place where a gate multiplies a tensor (a consumer
+  reading a channel dim), optionally folded into a weight on extraction;
+* unifications and pins, kept in the :class:`~lumos_fx.channels.ChannelGraph`.
+
+Example::
+
+    >>> import torch
+    >>> from lumos_fx.rules.context import TensorLabels, broadcast_dims
+    >>> broadcast_dims((4, 3, 8), (3, 1))
+    [(0, None), (1, 0), (2, 1)]
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from torch import fx, nn
+
+from ..channels import ChannelGraph, Labels
+
+TensorLabels = dict  # dim (non-negative) -> Labels
+
+
+@dataclass
+class ParamSpec:
+    """A parameter/buffer ``owner.name`` whose dims carry channel labels."""
+
+    owner: str
+    name: str
+    dims: dict[int, Labels]
+    flops_per_entry: float = 0.0
+
+    @property
+    def path(self) -> str:
+        return f"{self.owner}.{self.name}" if self.owner else self.name
+
+
+@dataclass
+class ConsumerUse:
+    """A gate multiplies ``node.args[arg]`` along ``dim`` before ``node`` reads it.
+
+    ``fold = (owner, param, dim)`` names the weight the gate values fold into on
+    extraction; without it, extraction keeps a multiplication by constants.
+    """
+
+    node: str
+    arg: int
+    dim: int
+    labels: Labels
+    fold: tuple[str, str, int] | None = None
+
+
+def broadcast_dims(*shapes) -> list[tuple]:
+    """For each output dim of a broadcast, the matching dim of every operand (None if absent)."""
+    rank = max(len(s) for s in shapes)
+    return [tuple(d - (rank - len(s)) if d >= rank - len(s) else None for s in shapes)
+            for d in range(rank)]
+
+
+class RuleContext:
+    def __init__(self, root: fx.GraphModule, channels: ChannelGraph):
+        self.root = root
+        self.channels = channels
+        self.labels: dict[fx.Node, Any] = {}
+        self.params: dict[str, ParamSpec] = {}
+        self.consumers: list[ConsumerUse] = []
+        self.pin_notes: list[str] = []
+        self._module_rows: dict[str, Labels] = {}
+        self._module_cols: dict[str, Labels] = {}
+
+    # -- reading ------------------------------------------------------------
+    def module(self, node: fx.Node) -> nn.Module:
+        return self.root.get_submodule(node.target)
+
+    def shape(self, value: Any) -> tuple[int, ...] | None:
+        meta = value.meta.get("tensor_meta") if isinstance(value, fx.Node) else None
+        shape = getattr(meta, "shape", None)
+        return tuple(shape) if shape is not None else None
+
+    def of(self, value: Any) -> Any:
+        """Labels of an argument (a node's labels, or None for constants)."""
+        return self.labels.get(value) if isinstance(value, fx.Node) else None
+
+    def arg(self, node: fx.Node, index: int, name: str | None = None, default: Any = None) -> Any:
+        if index < len(node.args):
+            return node.args[index]
+        return node.kwargs.get(name, default) if name else default
+
+    # -- recording ----------------------------------------------------------
+    def produce(self, node: fx.Node, size: int, kind: str = "producer") -> Labels:
+        """Fresh atoms for ``size`` output rows; one set per module (weight sharing)."""
+        key = node.target if node.op == "call_module" else node.name
+        if key not in self._module_rows:
+            self._module_rows[key] = self.channels.new_space(str(key), size, kind)
+        return self._module_rows[key]
+
+    def consume(self, node: fx.Node, arg: int, dim: int, fold: tuple[str, str, int] | None = None):
+        """Gate ``node.args[arg]`` along ``dim`` (if that dim carries labels)."""
+        labels = (self.of(node.args[arg]) or {}).get(dim)
+        if labels is None:
+            return None
+        if fold is not None:
+            owner, name, _ = fold
+            seen = self._module_cols.setdefault(f"{owner}.{name}", labels)
+            if seen is not labels:
+                self.channels.unify(seen, labels, f"shared weight {owner}.{name}")
+        self.consumers.append(ConsumerUse(node.name, arg, dim, labels, fold))
+        return labels
+
+    def param(self, owner: str, name: str, dims: dict[int, Labels | None],
+              flops_per_entry: float = 0.0) -> None:
+        dims = {d: lab for d, lab in dims.items() if lab is not None}
+        path = f"{owner}.{name}" if owner else name
+        spec = self.params.get(path)
+        if spec is None:
+            self.params[path] = ParamSpec(owner, name, dims, flops_per_entry)
+            return
+        for d, lab in dims.items():
+            if d in spec.dims:
+                self.channels.unify(spec.dims[d], lab, f"shared parameter {path}")
+            else:
+                self.pin(lab, f"shared parameter {path} is used along different dims")
+        spec.flops_per_entry += flops_per_entry
+
+    def pin(self, labels: Labels | None, reason: str) -> None:
+        if labels is not None:
+            self.channels.pin(labels, reason)
+
+    def pin_value(self, value: Any, reason: str) -> None:
+        """Pin every labeled dim of a tensor's labels, a tuple of them, or a node."""
+        if isinstance(value, fx.Node):
+            value = self.of(value)
+        if isinstance(value, dict):
+            for lab in value.values():
+                self.pin(lab, reason)
+        elif isinstance(value, (tuple, list)):
+            for item in value:
+                self.pin_value(item, reason)
+        elif hasattr(value, "labels"):  # the labels behind a `.shape`
+            self.pin_value(value.labels, reason)
+
+    def pin_inputs(self, node: fx.Node, reason: str) -> None:
+        for value in node.all_input_nodes:
+            self.pin_value(value, reason)
+
+    def unify(self, a: Labels, b: Labels, reason: str = "unified with a fixed channel") -> None:
+        self.channels.unify(a, b, reason)
+
+
+def unlabeled(size: int) -> Labels:
+    """A label array for ``size`` positions that can never be removed."""
+    return np.full(size, -1, dtype=np.int64)

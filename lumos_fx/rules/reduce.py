@@ -1,0 +1,107 @@
+"""Rules for reductions and pooling.
+
+Pooling works channel by channel, so channels pass through and spatial dims
+lose their labels. A reduction over non-channel dims (a global average pool
+written as ``x.mean((2, 3))``) keeps the channels. A ``sum`` over a channel dim
+is zero-padding invariant: it becomes a gated consumer and stays exact. Any
+other reduction over a channel dim (mean, max, std, norm) would change when
+a channel disappears, so it pins the channels.
+
+Example::
+
+    >>> from lumos_fx.rules import REGISTRY
+    >>> REGISTRY.has_method("mean") and REGISTRY.has_method("sum")
+    True
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .registry import REGISTRY
+
+_POOL_MODULES = (
+    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
+    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d, nn.LPPool1d, nn.LPPool2d, nn.Upsample,
+    nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d,
+)
+_POOL_FUNCTIONS = (
+    F.max_pool1d, F.max_pool2d, F.max_pool3d, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d,
+    F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, F.adaptive_max_pool1d,
+    F.adaptive_max_pool2d, F.adaptive_max_pool3d, F.lp_pool1d, F.lp_pool2d, F.interpolate,
+    F.upsample, torch.max_pool1d, torch.max_pool2d, torch.avg_pool1d,
+)
+
+
+def pool(ctx, node):
+    """Channels (dim 1) pass through; spatial dims lose their labels."""
+    x = ctx.of(node.args[0]) or {}
+    for d, lab in x.items():
+        if d != 1:
+            ctx.pin(lab, f"{node.name}: pooling over a channel dim")
+    out = {1: x[1]} if 1 in x else {}
+    shape = ctx.shape(node)
+    if shape is None:  # return_indices=True gives (values, indices)
+        return (out, out)
+    return out
+
+
+REGISTRY.add(pool, modules=_POOL_MODULES, functions=_POOL_FUNCTIONS)
+
+_ZERO_INVARIANT = ("sum", "nansum")
+
+
+def _reduced_dims(dim, rank: int) -> list[int]:
+    if dim is None:
+        return list(range(rank))
+    dims = dim if isinstance(dim, (tuple, list)) else [dim]
+    return sorted(int(d) % rank for d in dims)
+
+
+def reduction(ctx, node):
+    """``x.mean(dims, keepdim)``, ``x.sum(...)``, ``x.amax(...)`` and friends."""
+    name = node.target if isinstance(node.target, str) else node.target.__name__
+    x = ctx.of(node.args[0]) or {}
+    rank = len(ctx.shape(node.args[0]))
+    dim = ctx.arg(node, 1, "dim")
+    if dim is not None and not isinstance(dim, (int, tuple, list)):
+        ctx.pin_value(x, f"{node.name}: {name} over a computed dim")
+        return {}
+    if isinstance(dim, (tuple, list)) and not all(isinstance(d, int) for d in dim):
+        ctx.pin_value(x, f"{node.name}: {name} over a computed dim")
+        return {}
+    reduced = _reduced_dims(dim, rank)
+    keepdim = bool(ctx.arg(node, 2, "keepdim", False))
+    for d in reduced:
+        if d not in x:
+            continue
+        if name in _ZERO_INVARIANT and len(reduced) == 1 and d != 0:
+            ctx.consume(node, 0, d)
+        else:
+            ctx.pin(x[d], f"{node.name}: {name} over a channel dim")
+    out = {}
+    for d, lab in x.items():
+        if d in reduced:
+            continue
+        out[d if keepdim else d - sum(r < d for r in reduced)] = lab
+    if ctx.shape(node) is None:  # max/min with a dim return (values, indices)
+        return (out, out)
+    return out
+
+
+_REDUCTIONS = ("mean", "sum", "nansum", "amax", "amin", "std", "var", "norm", "prod",
+               "logsumexp", "nanmean", "max", "min", "median", "argmax", "argmin", "all", "any")
+
+
+def _reduction_or_elementwise(ctx, node):
+    """``torch.max(a, b)`` is elementwise; ``torch.max(a, dim)`` is a reduction."""
+    from .elementwise import elementwise
+    if len(node.args) > 1 and hasattr(node.args[1], "op"):
+        return elementwise(ctx, node)
+    return reduction(ctx, node)
+
+
+REGISTRY.add(_reduction_or_elementwise, methods=_REDUCTIONS,
+             functions=tuple(getattr(torch, n) for n in _REDUCTIONS if hasattr(torch, n)))

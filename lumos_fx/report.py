@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from tabulate import tabulate
 from torch import nn
@@ -53,8 +54,14 @@ class GroupReport:
     kind: str
     kept: int
     total: int
-    layers: list[str]
+    producers: list[str]
+    consumers: list[str]
+    followers: list[str]
     pinned: str | None
+
+    @property
+    def layers(self) -> list[str]:
+        return list(dict.fromkeys(self.producers + self.consumers + self.followers))
 
 
 @dataclass
@@ -67,7 +74,7 @@ class Report:
     groups: list[GroupReport]
     kept_features: dict[str, list[str]]
     dropped_features: dict[str, list[str]]
-    notes: list[str] = field(default_factory=list)
+    removed_layers: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         def ratio(a, b):
@@ -78,28 +85,48 @@ class Report:
                            ["FLOPs", f"{self.flops_before:,}", f"{self.flops_after:,}",
                             ratio(self.flops_after, self.flops_before)]],
                           headers=["", "before", "after", "kept"]), ""]
-        rows = [[g.name, g.kind, f"{g.kept}/{g.total}", ", ".join(g.layers[:6])
-                 + (" ..." if len(g.layers) > 6 else ""), g.pinned or ""] for g in self.groups]
-        lines += [tabulate(rows, headers=["group", "kind", "kept", "layers", "pinned by"]), ""]
+        def names(items):
+            return ", ".join(items[:4]) + (f" +{len(items) - 4}" if len(items) > 4 else "")
+        rows = [[g.name, g.kind, f"{g.kept}/{g.total}", names(g.producers), names(g.consumers),
+                 names(g.followers), g.pinned or ""] for g in self.groups]
+        lines += [tabulate(rows, headers=["group", "kind", "kept", "produced by", "read by",
+                                          "followers", "pinned by"], maxcolwidths=[None] * 6 + [40]),
+                  ""]
         for name, kept in self.kept_features.items():
             lines.append(f"input {name}: kept {len(kept)} of "
                          f"{len(kept) + len(self.dropped_features[name])} features: "
                          + ", ".join(kept))
             if self.dropped_features[name]:
                 lines.append(f"  dropped: {', '.join(self.dropped_features[name])}")
-        lines += self.notes
+        if self.removed_layers:
+            lines.append(f"removed layers (whole input closed): {', '.join(self.removed_layers)}")
         return "\n".join(lines)
 
 
-def _layers_of_groups(state) -> dict[int, list[str]]:
+def _roles(state) -> dict[int, dict[str, list[str]]]:
+    """Producers, consumers and followers of every group, by layer name."""
     owner = state.plan.channels.group_of_atom()
-    layers: dict[int, list[str]] = {}
+    roles: dict[int, dict[str, list[str]]] = {}
+
+    def add(labels, role, name):
+        for gid in {owner[a].index for a in labels[labels >= 0].tolist()}:
+            names = roles.setdefault(gid, {"producers": [], "consumers": [], "followers": []})[role]
+            if name not in names:
+                names.append(name)
+    for group in state.plan.channels.groups():
+        for space in group.spaces:
+            add(np.arange(space.start, space.start + space.size), "producers", space.name)
+    readers = set()
+    for use in state.plan.consumers:
+        reader = use.fold[0] if use.fold else use.node
+        readers.add(reader)
+        add(use.labels, "consumers", reader)
+    producers = {space.name for space in state.plan.channels.spaces}
     for spec in state.plan.params.values():
-        for labels in spec.dims.values():
-            for gid in {owner[a].index for a in labels[labels >= 0].tolist()}:
-                if spec.owner and spec.owner not in layers.setdefault(gid, []):
-                    layers[gid].append(spec.owner)
-    return layers
+        if spec.owner not in producers | readers:
+            for labels in spec.dims.values():
+                add(labels, "followers", spec.path if not spec.owner else spec.owner)
+    return roles
 
 
 def report(gated: nn.Module) -> Report:
@@ -108,14 +135,19 @@ def report(gated: nn.Module) -> Report:
     module = unwrap(gated)
     pruned = shrink(module)
     decisions = Decisions(module, state)
-    layers = _layers_of_groups(state)
+    roles = _roles(state)
     groups = []
     for group in state.plan.channels.groups():
-        keep = decisions.keep.get(group.index)
+        values = decisions.value.get(group.index)
         kind = "input" if group.spaces[0].kind == "input" else "channels"
-        kept = int(keep.sum()) if keep is not None else group.size
-        groups.append(GroupReport(group.name, kind, kept, group.size,
-                                  layers.get(group.index, []), group.pinned))
+        kept = int((values > 0).sum()) if values is not None else group.size
+        role = roles.get(group.index, {"producers": [], "consumers": [], "followers": []})
+        groups.append(GroupReport(group.name, kind, kept, group.size, role["producers"],
+                                  role["consumers"], role["followers"], group.pinned))
+    remaining = {name for name, _ in pruned.named_modules()}
+    removed = [name for name, mod in module.named_modules()
+               if name and not name.startswith("lumos_") and name not in remaining
+               and any(True for _ in mod.parameters(recurse=False))]
     kept_features, dropped = {}, {}
     for name, indices in pruned.lumos_kept_inputs.items():
         names = state.feature_names.get(name, [])
@@ -126,4 +158,5 @@ def report(gated: nn.Module) -> Report:
         model=state.model_name,
         params_before=count_params(module), params_after=count_params(pruned),
         flops_before=count_flops(module, inputs), flops_after=count_flops(pruned, inputs),
-        groups=groups, kept_features=kept_features, dropped_features=dropped)
+        groups=groups, kept_features=kept_features, dropped_features=dropped,
+        removed_layers=removed)

@@ -36,6 +36,7 @@ from torch import fx, nn
 
 from ..rules import SIZE_ATTRIBUTES
 from ..state import LumosState, state_of, unwrap
+from .codegen import rewrite_literals
 
 
 class Decisions:
@@ -45,13 +46,26 @@ class Decisions:
         self.owner = state.plan.channels.group_of_atom()
         self.keep: dict[int, np.ndarray] = {}
         self.value: dict[int, np.ndarray] = {}
+        scores = {}
         for gid, key in state.keys.items():
             gate = gated.lumos_gates[key]
             z = gate.deterministic().detach().cpu().double().numpy()
-            keep = z > 0
-            if not keep.any():
-                keep[int(gate.log_alpha.detach().argmax())] = True
-            self.keep[gid], self.value[gid] = keep, z
+            self.keep[gid], self.value[gid] = z > 0, z
+            scores[gid] = gate.log_alpha.detach().cpu().numpy()
+        for labels in [u.labels for u in state.plan.consumers] + [
+                lab for spec in state.plan.params.values() for lab in spec.dims.values()]:
+            self._keep_one(labels, scores)
+
+    def _keep_one(self, labels: np.ndarray, scores: dict) -> None:
+        """No layer may end up with zero width: keep the strongest closed channel
+        (its gate value 0 stays folded into the consumers, so this is exact)."""
+        if len(self.kept(labels)):
+            return
+        atoms = [a for a in labels.tolist() if a >= 0]
+        if not atoms:
+            return
+        best = max(atoms, key=lambda a: scores[self.owner[a].index][self.owner[a].channel_of_atom[a]])
+        self.keep[self.owner[best].index][self.owner[best].channel_of_atom[best]] = True
 
     def _lookup(self, labels: np.ndarray, table: dict, default):
         out = np.full(len(labels), default, dtype=np.result_type(default))
@@ -85,9 +99,12 @@ def _set(module: nn.Module, name: str, old, new: torch.Tensor) -> None:
         setattr(module, name, new)
 
 
-def _fold_gates(gm, state, decisions) -> None:
-    """Multiply gate values into consumer weights; drop or constant-fold applies."""
-    folded = set()
+def _fold_gates(gm, state, decisions) -> set[str]:
+    """Multiply gate values into consumer weights; drop or constant-fold applies.
+
+    Returns the consumers whose whole input is gated to zero.
+    """
+    folded, silent = set(), set()
     for node in list(gm.graph.nodes):
         use_index = node.meta.get("lumos", {}).get("use") if node.op == "call_module" else None
         if use_index is None or not str(node.target).startswith("lumos_apply."):
@@ -96,6 +113,8 @@ def _fold_gates(gm, state, decisions) -> None:
         values = decisions.values(use.labels)
         source = node.args[0]
         if use.fold is not None:
+            if not values.any() and (use.labels >= 0).all():
+                silent.add(use.node)
             owner, name, dim = use.fold
             path = f"{owner}.{name}"
             if path not in folded:
@@ -122,6 +141,34 @@ def _fold_gates(gm, state, decisions) -> None:
                     mul = gm.graph.call_function(torch.mul, (source, scale))
                 node.replace_all_uses_with(mul)
         gm.graph.erase_node(node)
+    return silent
+
+
+def _remove_silent_branches(gm, silent: set[str], decisions) -> None:
+    """A layer whose whole input is closed outputs a constant (its bias): replace
+    it by that constant, so dead-code elimination drops the branch feeding it
+    (residual-aware layer removal, paper VII.C)."""
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    for node in list(gm.graph.nodes):
+        if node.name not in silent or not placeholders:
+            continue
+        source = node.args[0]
+        shape = list(source.meta["tensor_meta"].shape)
+        for dim, labels in (source.meta.get("lumos", {}).get("labels") or {}).items():
+            shape[dim] = len(decisions.kept(labels))
+        module = gm.get_submodule(node.target)
+        param = next(module.parameters())
+        with torch.no_grad():
+            constant = module(torch.zeros(1, *shape[1:], dtype=param.dtype, device=param.device))
+        buffer = f"lumos_constant_{node.name}"
+        gm.register_buffer(buffer, constant)
+        graph = gm.graph
+        with graph.inserting_before(node):
+            value = graph.get_attr(buffer)
+            batch = graph.call_method("size", (placeholders[0], 0))
+            expanded = graph.call_method("expand", (value, batch, *[-1] * (constant.dim() - 1)))
+        node.replace_all_uses_with(expanded)
+        graph.erase_node(node)
 
 
 def _slice_parameters(gm, state, decisions) -> None:
@@ -151,28 +198,15 @@ def _resize_modules(gm, state, decisions) -> None:
         for attr, (source, dim) in SIZE_ATTRIBUTES.get(type(module), {}).items():
             if source == "input":
                 size = _kept_count(node.args[0], dim, decisions)
+            elif source == "depthwise":
+                depthwise = module.groups > 1 and module.groups == module.in_channels
+                size = _kept_count(node.args[0], dim, decisions) if depthwise else None
             else:
                 spec = state.plan.params.get(f"{node.target}.{source}")
                 labels = spec.dims.get(dim) if spec is not None else None
                 size = len(decisions.kept(labels)) if labels is not None else None
             if size is not None:
                 setattr(module, attr, int(size))
-
-
-def _rewrite_shape_literals(gm, decisions) -> None:
-    for node in gm.graph.nodes:
-        if not node.meta.get("lumos", {}).get("shape_args"):
-            continue
-        labels = node.meta["lumos"]["labels"] or {}
-        packed = len(node.args) == 2 and isinstance(node.args[1], (tuple, list))
-        sizes = list(node.args[1] if packed else node.args[1:])
-        changed = False
-        for dim in labels:
-            if dim < len(sizes) and isinstance(sizes[dim], int) and sizes[dim] != -1:
-                sizes[dim] = _kept_count(node, dim, decisions)
-                changed = True
-        if changed:
-            node.args = (node.args[0], tuple(sizes)) if packed else (node.args[0], *sizes)
 
 
 def _select_inputs(gm, state, decisions, mode: str) -> dict[str, list[int]]:
@@ -200,10 +234,11 @@ def shrink(gated: nn.Module, inputs: str = "full") -> fx.GraphModule:
     work = copy.deepcopy(unwrap(gated)).eval()
     decisions = Decisions(work, state)
     with torch.no_grad():
-        _fold_gates(work, state, decisions)
+        silent = _fold_gates(work, state, decisions)
         _slice_parameters(work, state, decisions)
     _resize_modules(work, state, decisions)
-    _rewrite_shape_literals(work, decisions)
+    _remove_silent_branches(work, silent, decisions)
+    rewrite_literals(work, decisions)
     kept_inputs = _select_inputs(work, state, decisions, inputs)
     for node in list(work.graph.nodes):
         if node.op == "call_module" and str(node.target).startswith("lumos_gates."):

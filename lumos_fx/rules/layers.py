@@ -53,8 +53,10 @@ def conv(ctx, node):
     mod = ctx.module(node)
     x = ctx.of(node.args[0]) or {}
     _pin_spatial(ctx, node, x)
-    rows = ctx.produce(node, mod.out_channels)
     positions = _batched_positions(ctx.shape(node), 2)
+    if mod.groups > 1 and mod.groups == mod.in_channels == mod.out_channels:
+        return _depthwise(ctx, node, mod, x, positions)
+    rows = ctx.produce(node, mod.out_channels)
     if mod.groups == 1:
         cols = ctx.consume(node, 0, 1, fold=(node.target, "weight", 1))
     else:
@@ -66,6 +68,15 @@ def conv(ctx, node):
     if mod.bias is not None:
         ctx.param(node.target, "bias", {0: rows})
     return {1: rows}
+
+
+def _depthwise(ctx, node, mod, x, positions):
+    """A depthwise conv maps channel c to channel c: a follower of its input's channels."""
+    channels = x.get(1)
+    ctx.param(node.target, "weight", {0: channels}, flops_per_entry=2 * positions)
+    if mod.bias is not None:
+        ctx.param(node.target, "bias", {0: channels})
+    return {1: channels} if channels is not None else {}
 
 
 @REGISTRY.modules(nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -99,12 +110,15 @@ def embedding(ctx, node):
 
 # Attributes that describe a layer's size, recomputed after extraction from the
 # kept positions of a labeled weight dim, or ("input", d) of the module input.
+# ("depthwise", d) sets ``groups`` to the new input size only for depthwise layers.
 # Unlabeled dims leave the attribute as it is.
+_CONV_SIZES = {"groups": ("depthwise", 1), "in_channels": ("input", 1),
+               "out_channels": ("weight", 0)}
 SIZE_ATTRIBUTES = {
     nn.Linear: {"in_features": ("weight", 1), "out_features": ("weight", 0)},
-    nn.Conv1d: {"in_channels": ("input", 1), "out_channels": ("weight", 0)},
-    nn.Conv2d: {"in_channels": ("input", 1), "out_channels": ("weight", 0)},
-    nn.Conv3d: {"in_channels": ("input", 1), "out_channels": ("weight", 0)},
+    nn.Conv1d: _CONV_SIZES,
+    nn.Conv2d: _CONV_SIZES,
+    nn.Conv3d: _CONV_SIZES,
     nn.ConvTranspose1d: {"in_channels": ("input", 1), "out_channels": ("weight", 1)},
     nn.ConvTranspose2d: {"in_channels": ("input", 1), "out_channels": ("weight", 1)},
     nn.ConvTranspose3d: {"in_channels": ("input", 1), "out_channels": ("weight", 1)},

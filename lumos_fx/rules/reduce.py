@@ -3,9 +3,10 @@
 Pooling works channel by channel, so channels pass through and spatial dims
 lose their labels. A reduction over non-channel dims (a global average pool
 written as ``x.mean((2, 3))``) keeps the channels. A ``sum`` over a channel dim
-is zero-padding invariant: it becomes a gated consumer and stays exact. Any
-other reduction over a channel dim (mean, max, std, norm) would change when
-a channel disappears, so it pins the channels.
+is zero-padding invariant: it becomes a gated consumer and stays exact; a
+``mean`` does too once extraction rewrites it as ``sum / original_count``. Any
+other reduction over a channel dim (max, std, norm) would change when a
+channel disappears, so it pins the channels.
 
 Example::
 
@@ -14,6 +15,8 @@ Example::
     True
 """
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -50,7 +53,8 @@ def pool(ctx, node):
 
 REGISTRY.add(pool, modules=_POOL_MODULES, functions=_POOL_FUNCTIONS)
 
-_ZERO_INVARIANT = ("sum", "nansum")
+_ZERO_INVARIANT = ("sum",)
+_MEANS = ("mean",)
 
 
 def _reduced_dims(dim, rank: int) -> list[int]:
@@ -74,12 +78,16 @@ def reduction(ctx, node):
         return {}
     reduced = _reduced_dims(dim, rank)
     keepdim = bool(ctx.arg(node, 2, "keepdim", False))
-    for d in reduced:
-        if d not in x:
-            continue
-        if name in _ZERO_INVARIANT and len(reduced) == 1 and d != 0:
-            ctx.consume(node, 0, d)
-        else:
+    channel_dims = [d for d in reduced if d in x]
+    if len(channel_dims) == 1 and name in _ZERO_INVARIANT + _MEANS and dim is not None:
+        # zero-padding invariant: gate the channels, closed ones add nothing
+        ctx.consume(node, 0, channel_dims[0])
+        if name in _MEANS:
+            shape = ctx.shape(node.args[0])
+            node.meta.setdefault("lumos", {}).update(
+                codegen="mean", mean={"count": math.prod(shape[d] for d in reduced)})
+    else:
+        for d in channel_dims:
             ctx.pin(x[d], f"{node.name}: {name} over a channel dim")
     out = {}
     for d, lab in x.items():

@@ -113,7 +113,7 @@ def view(ctx, node):
         else:
             for d in ii:
                 ctx.pin(x.get(d), f"{node.name}: reshape splits a channel dim")
-    node.meta.setdefault("lumos", {})["shape_args"] = True
+    node.meta.setdefault("lumos", {})["codegen"] = "shape_args"
     return out
 
 
@@ -278,19 +278,26 @@ def _index_tensor(ctx, node, x: dict, index, rank: int) -> dict:
            for i in items):
         ctx.pin_value(x, f"{node.name}: advanced indexing")
         return {}
+    sliced = False
     if ... in items:
         at = items.index(...)
         fill = rank - sum(i is not None for i in items if i is not ...)
         items = items[:at] + [slice(None)] * fill + items[at + 1:]
     items += [slice(None)] * (rank - sum(i is not None for i in items))
     out, src, dst = {}, 0, 0
-    for item in items:
+    for position, item in enumerate(items):
         if item is None:
             dst += 1
             continue
         if src in x:
             if item == slice(None):
                 out[dst] = x[src]
+            elif _plain_slice(item) and not sliced:
+                start, stop, _ = item.indices(len(x[src]))
+                out[dst] = x[src][start:stop]
+                node.meta.setdefault("lumos", {}).update(codegen="slice", slice={
+                    "item": position, "labels": x[src], "start": start, "stop": max(start, stop)})
+                sliced = True
             else:
                 ctx.pin(x[src], f"{node.name}: indexes into a channel dim")
         src += 1
@@ -298,23 +305,33 @@ def _index_tensor(ctx, node, x: dict, index, rank: int) -> dict:
     return out
 
 
+def _plain_slice(item) -> bool:
+    return isinstance(item, slice) and item.step in (None, 1) and all(
+        v is None or isinstance(v, int) for v in (item.start, item.stop))
+
+
 @REGISTRY.functions(torch.split, torch.chunk, torch.unbind, torch.tensor_split)
 @REGISTRY.methods("split", "chunk", "unbind", "tensor_split")
 def split(ctx, node):
-    """Splitting along a non-channel dim keeps the channels in every piece."""
+    """Pieces along a channel dim take their slice of the labels (sizes rewritten
+    on extraction); along any other dim every piece keeps the channels."""
     x = ctx.of(node.args[0]) or {}
     rank = len(ctx.shape(node.args[0]))
     name = node.target if isinstance(node.target, str) else node.target.__name__
-    default = 0
-    dim = ctx.arg(node, 2 if name != "unbind" else 1, "dim", default) % rank
-    if dim in x:
-        ctx.pin(x[dim], f"{node.name}: {name} along a channel dim")
+    dim = ctx.arg(node, 1 if name == "unbind" else 2, "dim", 0) % rank
+    pieces = [tuple(m.shape) for m in node.meta.get("tensor_meta") or ()]
     if name == "unbind":
+        ctx.pin(x.get(dim), f"{node.name}: unbind along a channel dim")
         piece = {d - (d > dim): lab for d, lab in x.items() if d != dim}
-    else:
-        piece = {d: lab for d, lab in x.items() if d != dim}
-    count = len(node.meta.get("tensor_meta") or ())
-    return tuple(piece for _ in range(count))
+        return tuple(piece for _ in pieces)
+    rest = {d: lab for d, lab in x.items() if d != dim}
+    if dim not in x:
+        return tuple(dict(rest) for _ in pieces)
+    sizes = [p[dim] for p in pieces]
+    bounds = np.cumsum([0, *sizes])
+    node.meta.setdefault("lumos", {}).update(
+        codegen="split", split={"dim": dim, "labels": x[dim], "sizes": sizes})
+    return tuple({**rest, dim: x[dim][a:b]} for a, b in zip(bounds, bounds[1:]))
 
 
 @REGISTRY.methods("expand", "expand_as", "repeat")

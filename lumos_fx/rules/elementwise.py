@@ -38,6 +38,7 @@ _UNARY_NAMES = (
     "dropout3d", "alpha_dropout", "feature_alpha_dropout", "abs", "neg", "exp", "expm1", "log",
     "log1p", "sqrt", "rsqrt", "sin", "cos", "square", "reciprocal", "sign", "erf", "clamp",
     "clip", "clamp_min", "clamp_max", "nan_to_num", "relu_", "sigmoid_", "tanh_",
+    "zeros_like", "ones_like", "empty_like", "rand_like", "randn_like", "full_like",
 )
 _PASSTHROUGH_METHODS = ("contiguous", "clone", "detach", "float", "double", "half", "bfloat16",
                         "to", "type_as", "cpu", "cuda", "requires_grad_")

@@ -71,6 +71,8 @@ class ChannelGraph:
         self.spaces: list[Space] = []
         self._pins: dict[int, str] = {}
         self._groups: list[Group] | None = None
+        self._owner: dict[int, Group] | None = None
+        self._table: tuple[np.ndarray, np.ndarray] | None = None
 
     # -- building -----------------------------------------------------------
     def new_space(self, name: str, size: int, kind: str = "producer") -> Labels:
@@ -119,6 +121,7 @@ class ChannelGraph:
         """Connected spaces as groups, in order of their first space."""
         if self._groups is None:
             self._groups = self._build_groups()
+            self._owner = self._table = None
         return self._groups
 
     def _build_groups(self) -> list[Group]:
@@ -142,4 +145,18 @@ class ChannelGraph:
         return groups
 
     def group_of_atom(self) -> dict[int, Group]:
-        return {atom: g for g in self.groups() for atom in g.channel_of_atom}
+        if self._owner is None:
+            self._owner = {atom: g for g in self.groups() for atom in g.channel_of_atom}
+        return self._owner
+
+    def atom_table(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(group index, channel index)`` of every atom, as arrays indexed by atom id."""
+        if self._table is None:
+            group = np.empty(len(self._parent), dtype=np.int64)
+            channel = np.empty(len(self._parent), dtype=np.int64)
+            for g in self.groups():
+                atoms = np.fromiter(g.channel_of_atom.keys(), dtype=np.int64)
+                group[atoms] = g.index
+                channel[atoms] = np.fromiter(g.channel_of_atom.values(), dtype=np.int64)
+            self._table = group, channel
+        return self._table

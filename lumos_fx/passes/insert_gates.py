@@ -54,17 +54,17 @@ def _gated_groups(plan: GroupPlan) -> list[int]:
 
 def consumer_index(labels: np.ndarray, plan: GroupPlan, keys: dict[int, str]):
     """Which gated groups a label array reads, and its positions' gather index."""
-    owner = plan.channels.group_of_atom()
-    present = sorted({owner[a].index for a in labels[labels >= 0].tolist()} & keys.keys())
-    offsets, total = {}, 0
+    group_of, channel_of = plan.channels.atom_table()
+    atoms = labels >= 0
+    groups = np.where(atoms, group_of[np.where(atoms, labels, 0)], -1)
+    present = sorted(set(np.unique(groups[atoms]).tolist()) & keys.keys())
+    offset = np.full(len(plan.channels.groups()) + 1, -1, dtype=np.int64)
+    total = 0
     for gid in present:
-        offsets[gid] = total
+        offset[gid] = total
         total += plan.channels.groups()[gid].size
-    index = np.full(len(labels), total, dtype=np.int64)
-    for p, atom in enumerate(labels.tolist()):
-        if atom >= 0 and owner[atom].index in offsets:
-            group = owner[atom]
-            index[p] = offsets[group.index] + group.channel_of_atom[atom]
+    start = offset[groups]  # groups == -1 reads the sentinel slot (-1)
+    index = np.where(start >= 0, start + channel_of[np.where(atoms, labels, 0)], total)
     return present, index
 
 

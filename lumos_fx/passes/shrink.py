@@ -44,6 +44,7 @@ class Decisions:
 
     def __init__(self, gated: fx.GraphModule, state: LumosState):
         self.owner = state.plan.channels.group_of_atom()
+        self.group_of, self.channel_of = state.plan.channels.atom_table()
         self.keep: dict[int, np.ndarray] = {}
         self.value: dict[int, np.ndarray] = {}
         scores = {}
@@ -69,10 +70,12 @@ class Decisions:
 
     def _lookup(self, labels: np.ndarray, table: dict, default):
         out = np.full(len(labels), default, dtype=np.result_type(default))
-        for p, atom in enumerate(labels.tolist()):
-            group = self.owner.get(atom) if atom >= 0 else None
-            if group is not None and group.index in table:
-                out[p] = table[group.index][group.channel_of_atom[atom]]
+        atoms = labels >= 0
+        safe = np.where(atoms, labels, 0)
+        groups, channels = self.group_of[safe], self.channel_of[safe]
+        for gid, values in table.items():
+            mine = atoms & (groups == gid)
+            out[mine] = values[channels[mine]]
         return out
 
     def kept(self, labels: np.ndarray) -> np.ndarray:

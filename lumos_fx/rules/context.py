@@ -95,9 +95,9 @@ class RuleContext:
         return node.kwargs.get(name, default) if name else default
 
     # -- recording ----------------------------------------------------------
-    def produce(self, node: fx.Node, size: int, kind: str = "producer") -> Labels:
-        """Fresh atoms for ``size`` output rows; one set per module (weight sharing)."""
-        key = node.target if node.op == "call_module" else node.name
+    def produce(self, node: fx.Node, size: int, kind: str = "producer", key: str | None = None) -> Labels:
+        """Fresh atoms for ``size`` output rows; one set per module or weight (weight sharing)."""
+        key = key or (node.target if node.op == "call_module" else node.name)
         if key not in self._module_rows:
             self._module_rows[key] = self.channels.new_space(str(key), size, kind)
         return self._module_rows[key]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 
+import torch.nn.functional as F
 from torch import nn
 
 from .registry import REGISTRY
@@ -37,6 +38,26 @@ def linear(ctx, node):
     ctx.param(node.target, "weight", {0: rows, 1: cols}, flops_per_entry=2 * positions)
     if mod.bias is not None:
         ctx.param(node.target, "bias", {0: rows})
+    out = {d: lab for d, lab in x.items() if d != last}
+    out[last] = rows
+    return out
+
+
+@REGISTRY.functions(F.linear)
+def functional_linear(ctx, node):
+    """``F.linear(x, self.weight, self.bias)`` with registered parameters."""
+    weight, bias = ctx.arg(node, 1, "weight"), ctx.arg(node, 2, "bias")
+    if getattr(weight, "op", None) != "get_attr" or (bias is not None and bias.op != "get_attr"):
+        ctx.pin_inputs(node, f"{node.name}: linear with a computed weight")
+        return {}
+    x = ctx.of(node.args[0]) or {}
+    last = len(ctx.shape(node.args[0])) - 1
+    rows = ctx.produce(node, ctx.shape(weight)[0], key=weight.target)
+    cols = ctx.consume(node, 0, last, fold=("", weight.target, 1))
+    positions = _batched_positions(ctx.shape(node), 1, -1)
+    ctx.param("", weight.target, {0: rows, 1: cols}, flops_per_entry=2 * positions)
+    if bias is not None:
+        ctx.param("", bias.target, {0: rows})
     out = {d: lab for d, lab in x.items() if d != last}
     out[last] = rows
     return out

@@ -1,0 +1,83 @@
+"""Producer/consumer rules for layers with weights."""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import lumos_fx as lumos
+
+
+class Functional(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w1, self.b1 = nn.Parameter(torch.randn(6, 4)), nn.Parameter(torch.randn(6))
+        self.w2 = nn.Parameter(torch.randn(2, 6))
+
+    def forward(self, x):
+        return F.linear(torch.tanh(F.linear(x, self.w1, self.b1)), self.w2)
+
+
+def test_functional_linear_with_parameters_is_pruned_exactly():
+    gated = lumos.compile(Functional(), example_inputs=(torch.randn(3, 4),))
+    with torch.no_grad():
+        lumos.gates(gated)["w1"].log_alpha[[1, 4]] = -6.0
+    pruned = lumos.extract(gated)
+    assert pruned.w1.shape == (4, 4) and pruned.w2.shape == (2, 4)
+    assert lumos.verify(gated, pruned, (torch.randn(5, 4),)) < 1e-6
+
+
+class Depthwise(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.pw = nn.Conv2d(3, 8, 1)
+        self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.grouped = nn.Conv2d(8, 4, 1, groups=2)
+
+    def forward(self, x):
+        return self.grouped(F.relu(self.dw(self.pw(x))))
+
+
+def test_depthwise_follows_its_input_and_grouped_conv_pins():
+    gated = lumos.compile(Depthwise(), example_inputs=(torch.randn(2, 3, 6, 6),))
+    groups = {g.name: g for g in lumos.report(gated).groups}
+    assert "grouped convolution" in groups["pw"].pinned
+    assert groups["pw"].followers == ["dw"]
+
+
+class DepthwiseFree(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.pw = nn.Conv2d(3, 8, 1)
+        self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.out = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        return self.out(F.relu(self.dw(self.pw(x))))
+
+
+def test_depthwise_conv_shrinks_with_its_channels():
+    gated = lumos.compile(DepthwiseFree(), example_inputs=(torch.randn(2, 3, 6, 6),))
+    with torch.no_grad():
+        lumos.gates(gated)["pw"].log_alpha[:3] = -6.0
+    pruned = lumos.extract(gated)
+    assert (pruned.dw.in_channels, pruned.dw.out_channels, pruned.dw.groups) == (5, 5, 5)
+    assert lumos.verify(gated, pruned, (torch.randn(4, 3, 6, 6),)) < 1e-6
+
+
+def test_shared_module_called_twice_prunes_consistently():
+    class Shared(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inp = nn.Linear(3, 5)
+            self.shared = nn.Linear(5, 5)
+            self.out = nn.Linear(5, 1)
+
+        def forward(self, x):
+            h = torch.relu(self.inp(x))
+            return self.out(self.shared(torch.relu(self.shared(h))))
+
+    gated = lumos.compile(Shared(), example_inputs=(torch.randn(2, 3),))
+    for gate in lumos.gates(gated).values():
+        with torch.no_grad():
+            gate.log_alpha.uniform_(-6, 6)
+    pruned = lumos.extract(gated)
+    assert lumos.verify(gated, pruned, (torch.randn(4, 3),)) < 1e-6

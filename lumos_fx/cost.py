@@ -28,11 +28,16 @@ import torch
 from torch import nn
 
 from .passes.build_groups import GroupPlan
-from .passes.insert_gates import consumer_index
 
 
 class ExpectedCost(nn.Module):
     """Expected parameters and FLOPs of the extracted model.
+
+    Every gated channel has a slot in one concatenated probability vector (plus
+    a final slot fixed at 1 for positions no gate can remove); each labeled dim
+    of each sliced parameter is an index buffer into it. A position survives
+    when all its label arrays survive (a flattened column needs its channel and
+    its own position gate), so its probability is the product over them.
 
     Args:
         plan: the channel groups.
@@ -42,30 +47,23 @@ class ExpectedCost(nn.Module):
 
     def __init__(self, plan: GroupPlan, keys: dict[int, str], root: nn.Module):
         super().__init__()
+        self._order = [keys[g] for g in sorted(keys)]
         self._terms = []
-        sliced_params = 0
-        total_flops = 0.0
+        sliced_params, total_flops = 0, 0.0
         param_paths = {name for name, _ in root.named_parameters()}
         for i, spec in enumerate(plan.params.values()):
             tensor = _lookup(root, spec.path)
             is_param = spec.path in param_paths
             fixed_size = math.prod(s for d, s in enumerate(tensor.shape) if d not in spec.dims)
             dims = []
-            for d, labels in spec.dims.items():
-                present, index = consumer_index(labels, plan, keys)
-                counts = []
-                offset = 0
-                total = sum(plan.channels.groups()[g].size for g in present)
-                fixed = float((index == total).sum())
-                for g in present:
-                    size = plan.channels.groups()[g].size
-                    mine = index[(index >= offset) & (index < offset + size)] - offset
-                    buf = f"c{i}_{d}_{g}"
-                    self.register_buffer(buf, torch.from_numpy(
-                        np.bincount(mine, minlength=size).astype(np.float32)), persistent=False)
-                    counts.append((keys[g], buf))
-                    offset += size
-                dims.append((fixed, counts))
+            for d in spec.dims:
+                names = []
+                for j, labels in enumerate(spec.label_sets(d)):
+                    name = f"i{i}_{d}_{j}"
+                    self.register_buffer(name, torch.from_numpy(
+                        _global_index(labels, plan, keys)), persistent=False)
+                    names.append(name)
+                dims.append(names)
             self._terms.append((is_param, spec.flops_per_entry, fixed_size, dims))
             sliced_params += tensor.numel() if is_param else 0
             total_flops += spec.flops_per_entry * tensor.numel()
@@ -76,25 +74,45 @@ class ExpectedCost(nn.Module):
 
     def forward(self, probabilities: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Expected (params, FLOPs) given each gate key's ``P(z != 0)``."""
-        params = flops = 0.0
+        parts = [probabilities[key] for key in self._order]
+        reference = parts[0] if parts else torch.ones(())
+        q = torch.cat([*parts, reference.new_ones(1)])
+        params = flops = reference.new_zeros(())
         for is_param, flops_per_entry, fixed_size, dims in self._terms:
-            entries = fixed_size
-            for fixed, counts in dims:
-                kept = fixed
-                for key, buf in counts:
-                    kept = kept + (getattr(self, buf) * probabilities[key]).sum()
-                entries = entries * kept
+            entries = reference.new_tensor(float(fixed_size))
+            for names in dims:
+                kept = q[getattr(self, names[0])]
+                for name in names[1:]:
+                    kept = kept * q[getattr(self, name)]
+                entries = entries * kept.sum()
             if is_param:
                 params = params + entries
             flops = flops + flops_per_entry * entries
-        return torch.as_tensor(params) + self.constant_params, torch.as_tensor(flops)
+        return params + self.constant_params, flops
 
     def expected(self, gated: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
         return self({k: g.open_probability() for k, g in gated.lumos_gates.items()})
 
     def deterministic(self, gated: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-        """The exact (params, FLOPs) of the model ``extract`` would return now."""
+        """The (params, FLOPs) of the model ``extract`` would return now (before
+        the rule that keeps one channel in a layer whose gates all closed)."""
         return self({k: (g.deterministic() > 0).float() for k, g in gated.lumos_gates.items()})
+
+
+def _global_index(labels: np.ndarray, plan: GroupPlan, keys: dict[int, str]) -> np.ndarray:
+    """Each position's slot in the concatenation of all gates (last slot: no gate)."""
+    group_of, channel_of = plan.channels.atom_table()
+    offsets, total = {}, 0
+    for gid in sorted(keys):
+        offsets[gid] = total
+        total += plan.channels.groups()[gid].size
+    start = np.full(len(plan.channels.groups()), -1, dtype=np.int64)
+    for gid, offset in offsets.items():
+        start[gid] = offset
+    atoms = labels >= 0
+    safe = np.where(atoms, labels, 0)
+    slot = np.where(atoms, start[group_of[safe]], -1)
+    return np.where(slot >= 0, slot + channel_of[safe], total)
 
 
 def _lookup(root: nn.Module, path: str) -> torch.Tensor:

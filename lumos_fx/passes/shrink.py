@@ -54,7 +54,8 @@ class Decisions:
             self.keep[gid], self.value[gid] = z > 0, z
             scores[gid] = gate.log_alpha.detach().cpu().numpy()
         for labels in [u.labels for u in state.plan.consumers] + [
-                lab for spec in state.plan.params.values() for lab in spec.dims.values()]:
+                lab for spec in state.plan.params.values() for d in spec.dims
+                for lab in spec.label_sets(d)]:
             self._keep_one(labels, scores)
 
     def _keep_one(self, labels: np.ndarray, scores: dict) -> None:
@@ -81,6 +82,13 @@ class Decisions:
     def kept(self, labels: np.ndarray) -> np.ndarray:
         """Indices of the positions of ``labels`` that survive."""
         return np.flatnonzero(self._lookup(labels, self.keep, True))
+
+    def kept_all(self, label_sets: list[np.ndarray]) -> np.ndarray:
+        """Positions that survive in every label array (channel and position gates)."""
+        kept = self.kept(label_sets[0])
+        for labels in label_sets[1:]:
+            kept = np.intersect1d(kept, self.kept(labels))
+        return kept
 
     def values(self, labels: np.ndarray) -> np.ndarray:
         """Gate value at every position of ``labels`` (1 where ungated)."""
@@ -119,15 +127,16 @@ def _fold_gates(gm, state, decisions) -> set[str]:
             if not values.any() and (use.labels >= 0).all():
                 silent.add(use.node)
             owner, name, dim = use.fold
-            path = f"{owner}.{name}"
-            if path not in folded:
+            path = f"{owner}.{name}" if owner else name
+            if (path, use.within is None) not in folded:
                 module, _, weight = _get(gm, path)
                 shape = [1] * weight.dim()
                 shape[dim] = -1
                 scale = torch.as_tensor(values, dtype=weight.dtype, device=weight.device)
                 _set(module, name, weight, weight.detach() * scale.view(shape))
-                folded.add(path)
-            node.replace_all_uses_with(source)
+                folded.add((path, use.within is None))
+            node.replace_all_uses_with(_select_positions(gm, node, use, decisions)
+                                       if use.within is not None else source)
         else:
             kept = decisions.kept(use.labels)
             constants = values[kept]
@@ -145,6 +154,19 @@ def _fold_gates(gm, state, decisions) -> set[str]:
                 node.replace_all_uses_with(mul)
         gm.graph.erase_node(node)
     return silent
+
+
+def _select_positions(gm, node, use, decisions):
+    """Drop closed single positions of kept channels with an ``index_select``."""
+    channels = decisions.kept(use.within)
+    both = np.intersect1d(channels, decisions.kept(use.labels))
+    if len(both) == len(channels):
+        return node.args[0]
+    buffer = f"lumos_positions_{node.name}"
+    gm.register_buffer(buffer, torch.as_tensor(np.searchsorted(channels, both), dtype=torch.long))
+    with gm.graph.inserting_before(node):
+        index = gm.graph.get_attr(buffer)
+        return gm.graph.call_method("index_select", (node.args[0], use.dim, index))
 
 
 def _remove_silent_branches(gm, silent: set[str], decisions) -> None:
@@ -178,8 +200,8 @@ def _slice_parameters(gm, state, decisions) -> None:
     for spec in state.plan.params.values():
         module, name, tensor = _get(gm, spec.path)
         new = tensor.detach()
-        for dim, labels in spec.dims.items():
-            kept = decisions.kept(labels)
+        for dim in spec.dims:
+            kept = decisions.kept_all(spec.label_sets(dim))
             if len(kept) != new.shape[dim]:
                 new = new.index_select(dim, torch.as_tensor(kept, device=new.device))
         if new.shape != tensor.shape:
@@ -206,8 +228,8 @@ def _resize_modules(gm, state, decisions) -> None:
                 size = _kept_count(node.args[0], dim, decisions) if depthwise else None
             else:
                 spec = state.plan.params.get(f"{node.target}.{source}")
-                labels = spec.dims.get(dim) if spec is not None else None
-                size = len(decisions.kept(labels)) if labels is not None else None
+                labeled = spec is not None and dim in spec.dims
+                size = len(decisions.kept_all(spec.label_sets(dim))) if labeled else None
             if size is not None:
                 setattr(module, attr, int(size))
 

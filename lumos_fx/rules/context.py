@@ -18,7 +18,7 @@ Example::
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -37,6 +37,11 @@ class ParamSpec:
     name: str
     dims: dict[int, Labels]
     flops_per_entry: float = 0.0
+    also: dict[int, list[Labels]] = field(default_factory=dict)
+
+    def label_sets(self, dim: int) -> list[Labels]:
+        """Every label array a position of ``dim`` must survive to be kept."""
+        return [self.dims[dim], *self.also.get(dim, [])]
 
     @property
     def path(self) -> str:
@@ -56,6 +61,7 @@ class ConsumerUse:
     dim: int
     labels: Labels
     fold: tuple[str, str, int] | None = None
+    within: Labels | None = None  # for a position gate: the channel labels of the same dim
 
 
 def broadcast_dims(*shapes) -> list[tuple]:
@@ -66,8 +72,9 @@ def broadcast_dims(*shapes) -> list[tuple]:
 
 
 class RuleContext:
-    def __init__(self, root: fx.GraphModule, channels: ChannelGraph):
+    def __init__(self, root: fx.GraphModule, channels: ChannelGraph, position_gates: bool = True):
         self.root = root
+        self.position_gates = position_gates
         self.channels = channels
         self.labels: dict[fx.Node, Any] = {}
         self.params: dict[str, ParamSpec] = {}
@@ -114,6 +121,25 @@ class RuleContext:
                 self.channels.unify(seen, labels, f"shared weight {owner}.{name}")
         self.consumers.append(ConsumerUse(node.name, arg, dim, labels, fold))
         return labels
+
+    def position_gate(self, node: fx.Node, arg: int, dim: int, channels: Labels,
+                      fold: tuple[str, str, int]) -> None:
+        """A finer gate on single positions of a flattened dim (DESIGN.md §4).
+
+        After ``conv -> flatten -> linear`` each conv channel is a block of
+        columns; this gate can also close single columns. Extraction turns closed
+        positions of kept channels into an ``index_select`` before the layer.
+        """
+        atoms = channels[channels >= 0]
+        if len(np.unique(atoms)) == len(atoms):
+            return
+        owner, name, param_dim = fold
+        path = f"{owner}.{name}" if owner else name
+        positions = self.produce(node, len(channels), kind="positions", key=f"{owner or path}:positions")
+        self.consumers.append(ConsumerUse(node.name, arg, dim, positions, fold, within=channels))
+        also = self.params[path].also.setdefault(param_dim, [])
+        if not any(existing is positions for existing in also):
+            also.append(positions)
 
     def param(self, owner: str, name: str, dims: dict[int, Labels | None],
               flops_per_entry: float = 0.0) -> None:

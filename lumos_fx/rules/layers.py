@@ -36,6 +36,8 @@ def linear(ctx, node):
     cols = ctx.consume(node, 0, last, fold=(node.target, "weight", 1))
     positions = _batched_positions(ctx.shape(node), 1, -1)
     ctx.param(node.target, "weight", {0: rows, 1: cols}, flops_per_entry=2 * positions)
+    if cols is not None and ctx.position_gates:
+        ctx.position_gate(node, 0, last, cols, fold=(node.target, "weight", 1))
     if mod.bias is not None:
         ctx.param(node.target, "bias", {0: rows})
     out = {d: lab for d, lab in x.items() if d != last}

@@ -1,0 +1,120 @@
+"""Readable errors for models lumos_fx cannot compile and for bad example inputs.
+
+In every case the user's model must be left exactly as it was.
+"""
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+from torch import nn
+
+import lumos_fx as lumos
+
+
+class DataDependentIf(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(20, 8)
+
+    def forward(self, x):
+        if x.sum() > 0:
+            return self.fc(x)
+        return -self.fc(x)
+
+
+class UsesLen(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(20, 8)
+
+    def forward(self, x):
+        n = len(x)
+        return self.fc(x) / n
+
+
+class Plain(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(20, 16)
+        self.fc2 = nn.Linear(16, 4)
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
+def _state(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _assert_unchanged(model, before):
+    after = model.state_dict()
+    assert after.keys() == before.keys()
+    for k, v in before.items():
+        assert torch.equal(after[k], v), k
+    assert "forward" not in model.__dict__
+
+
+def test_error_hierarchy():
+    assert issubclass(lumos.TraceError, lumos.LumosError)
+    assert issubclass(lumos.InputError, lumos.LumosError)
+    assert issubclass(lumos.LumosError, Exception)
+
+
+def test_data_dependent_if_names_the_line():
+    model = DataDependentIf()
+    before = _state(model)
+    with pytest.raises(lumos.TraceError) as info:
+        lumos.compile(model, example_inputs=(torch.randn(4, 20),))
+    assert "if x.sum() > 0" in str(info.value), str(info.value)
+    _assert_unchanged(model, before)
+
+
+def test_len_of_proxy_names_the_line():
+    model = UsesLen()
+    before = _state(model)
+    with pytest.raises(lumos.TraceError) as info:
+        lumos.compile(model, example_inputs=(torch.randn(4, 20),))
+    assert "n = len(x)" in str(info.value), str(info.value)
+    _assert_unchanged(model, before)
+
+
+def test_wrong_example_shape_mentions_shape():
+    model = Plain()
+    before = _state(model)
+    with pytest.raises(lumos.LumosError) as info:
+        lumos.compile(model, example_inputs=(torch.randn(4, 7),))
+    msg = str(info.value)
+    assert re.search(r"4,\s*7", msg), msg
+    _assert_unchanged(model, before)
+
+
+@pytest.mark.parametrize("bad", [
+    pytest.param(("not a tensor",), id="string"),
+    pytest.param(([[0.0] * 20] * 4,), id="nested-list"),
+    pytest.param(5, id="int"),
+], )
+def test_example_inputs_not_tensors(bad):
+    model = Plain()
+    before = _state(model)
+    with pytest.raises(lumos.LumosError) as info:
+        lumos.compile(model, example_inputs=bad)
+    msg = str(info.value)
+    assert "example_inputs" in msg or "tensor" in msg.lower(), msg
+    _assert_unchanged(model, before)
+
+
+def test_missing_example_inputs_is_inferred_or_explained():
+    """DESIGN.md: example_inputs may be optional where shapes can be inferred;
+    when needed and missing, the error says so."""
+    model = Plain()
+    before = _state(model)
+    try:
+        gated = lumos.compile(model, example_inputs=None)
+    except lumos.LumosError as err:
+        assert "example_inputs" in str(err), str(err)
+    else:
+        x = torch.randn(3, 20)
+        torch.testing.assert_close(gated.eval()(x), model.eval()(x))
+    _assert_unchanged(model, before)

@@ -10,13 +10,16 @@ Example::
     >>> pruned = lumos.extract(gated.eval())
 """
 from .api import compile, expected_cost, extract, gates, penalty
+from .budget import Budget, BudgetStatus, budget_status
 from .errors import ExactnessError, InputError, LumosError, TraceError
 from .gates import GateConfig, HardConcreteGate
 from .report import Report, report
+from .training import param_groups
 from .verify import verify
 
 __all__ = [
     "compile", "gates", "penalty", "extract", "report", "verify", "expected_cost",
+    "Budget", "BudgetStatus", "budget_status", "param_groups",
     "GateConfig", "HardConcreteGate", "Report",
     "LumosError", "TraceError", "InputError", "ExactnessError",
 ]

@@ -24,6 +24,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from .budget import BudgetController, as_budget, budget_penalty
 from .cost import ExpectedCost
 from .errors import InputError
 from .gates import GateConfig, HardConcreteGate
@@ -75,7 +76,7 @@ def _feature_names(feature_names, plan, example_inputs) -> dict[str, list[str]]:
 def compile(model: nn.Module, example_inputs: Sequence[torch.Tensor] | None = None, *,
             lam: float = DEFAULT_LAMBDA, feature_names=None, input_dims: dict | None = None,
             leaf_modules: Sequence = (), concrete_args: dict | None = None,
-            gate_config: GateConfig | None = None):
+            gate_config: GateConfig | None = None, budget=None):
     """Return a gated copy of ``model`` (a ``torch.fx.GraphModule``).
 
     Args:
@@ -90,21 +91,29 @@ def compile(model: nn.Module, example_inputs: Sequence[torch.Tensor] | None = No
         leaf_modules: module types or instances to keep whole (not traced through).
         concrete_args: passed to the tracer for arguments that steer control flow.
         gate_config: hard-concrete constants and semi-stochastic thresholds.
+        budget: a target size instead of ``lam``: a float is the fraction of the
+            parameters kept, ``Budget(flops=0.25)`` a fraction of the FLOPs; the
+            penalty then becomes a Lagrangian controller (see ``lumos_fx.budget``).
     """
     if not isinstance(model, nn.Module):
         raise InputError(f"lumos.compile expects an nn.Module, got {type(model).__name__}")
     example_inputs = _check_example_inputs(example_inputs)
+    budget = as_budget(budget)
     copied = copy.deepcopy(model)
     gm = trace(copied, leaf_modules=leaf_modules, concrete_args=concrete_args)
     propagate_shapes(gm, example_inputs)
     plan = build_groups(gm, input_dims)
     keys = insert_gates(gm, plan, gate_config)
     gm.add_module("lumos_cost", ExpectedCost(plan, keys, gm))
+    if budget is not None:
+        gm.add_module("lumos_budget", BudgetController(budget))
     reference = next(iter(copied.parameters()), None)
     if reference is not None:
         gm.lumos_gates.to(device=reference.device)
         gm.lumos_apply.to(device=reference.device)
         gm.lumos_cost.to(device=reference.device)
+        if budget is not None:
+            gm.lumos_budget.to(device=reference.device)
     gm.meta["lumos"] = LumosState(
         plan=plan, keys=keys, config=gate_config or GateConfig(), lam=float(lam),
         example_inputs=tuple(x.detach() if isinstance(x, torch.Tensor) else x
@@ -129,9 +138,14 @@ def expected_cost(gated: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def penalty(gated: nn.Module) -> torch.Tensor:
-    """``lam * E[params of the extracted model] / params of the original`` (paper Eq. 6)."""
+    """``lam * E[params of the extracted model] / params of the original`` (paper Eq. 6).
+
+    With a budget, the controller's penalty instead (see ``lumos_fx.budget``).
+    """
     state = state_of(gated)
     module = unwrap(gated)
+    if hasattr(module, "lumos_budget"):
+        return budget_penalty(module)
     params, _ = module.lumos_cost.expected(module)
     return state.lam * params / module.lumos_cost.total_params
 

@@ -16,8 +16,8 @@ Example::
     >>> gated = lumos.compile(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1)),
     ...                       example_inputs=(torch.randn(2, 4),))
     >>> cost = gated.lumos_cost
-    >>> int(cost.total_params), round(float(cost.expected(gated)[0]), 1)
-    (49, 48.3)
+    >>> int(cost.total_params), round(cost.expected(gated)[0].item(), 1)
+    (49, 47.7)
 """
 from __future__ import annotations
 
@@ -25,19 +25,26 @@ import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from .gates import HardConcreteGate
 from .passes.build_groups import GroupPlan
 
 
 class ExpectedCost(nn.Module):
     """Expected parameters and FLOPs of the extracted model.
 
-    Every gated channel has a slot in one concatenated probability vector (plus
-    a final slot fixed at 1 for positions no gate can remove); each labeled dim
-    of each sliced parameter is an index buffer into it. A position survives
-    when all its label arrays survive (a flattened column needs its channel and
-    its own position gate), so its probability is the product over them.
+    Every gated channel has a slot in one concatenated probability vector ``q``
+    (plus a final slot fixed at 1 for positions no gate can remove). A position
+    of a labeled dim survives when all its label arrays survive (a flattened
+    column needs its channel and its own position gate), so its probability is
+    the product of ``q`` over them; a dim's expected kept size ``S_k`` is the sum
+    over its positions; a parameter's expected entries are the product of its
+    dims' ``S_k`` times its unlabeled size. The whole computation is a handful
+    of batched tensor ops (gather, product, ``index_add``, gather, product, one
+    matrix product), whatever the number of layers, and it accepts a leading
+    batch dim of ``q`` so ``expected_and_deterministic`` costs one pass.
 
     Args:
         plan: the channel groups.
@@ -48,55 +55,124 @@ class ExpectedCost(nn.Module):
     def __init__(self, plan: GroupPlan, keys: dict[int, str], root: nn.Module):
         super().__init__()
         self._order = [keys[g] for g in sorted(keys)]
-        self._terms = []
+        slots = sum(plan.channels.groups()[g].size for g in keys)
+        gathers, segments, base, term_dims, weights = [], [], [], [], []
         sliced_params, total_flops = 0, 0.0
         param_paths = {name for name, _ in root.named_parameters()}
-        for i, spec in enumerate(plan.params.values()):
+        for spec in plan.params.values():
             tensor = _lookup(root, spec.path)
             is_param = spec.path in param_paths
             fixed_size = math.prod(s for d, s in enumerate(tensor.shape) if d not in spec.dims)
             dims = []
             for d in spec.dims:
-                names = []
-                for j, labels in enumerate(spec.label_sets(d)):
-                    name = f"i{i}_{d}_{j}"
-                    self.register_buffer(name, torch.from_numpy(
-                        _global_index(labels, plan, keys)), persistent=False)
-                    names.append(name)
-                dims.append(names)
-            self._terms.append((is_param, spec.flops_per_entry, fixed_size, dims))
+                index = np.stack([_global_index(lab, plan, keys) for lab in spec.label_sets(d)])
+                gated = (index < slots).any(axis=0)       # positions some gate can remove
+                dims.append(len(base))
+                base.append(float((~gated).sum()))
+                gathers.append(index[:, gated])
+                segments.append(np.full(int(gated.sum()), dims[-1]))
+            term_dims.append(dims)
+            weights.append((float(fixed_size) if is_param else 0.0,
+                            float(fixed_size) * spec.flops_per_entry))
             sliced_params += tensor.numel() if is_param else 0
             total_flops += spec.flops_per_entry * tensor.numel()
+        depth = max((len(g) for g in gathers), default=1)
+        width = max((len(d) for d in term_dims), default=1)
+        gather = np.concatenate([np.concatenate([g, np.full((depth - len(g), g.shape[1]), slots)])
+                                 for g in gathers], axis=1) if gathers else np.zeros((1, 0))
+        self._gathers = [f"gather_{j}" for j in range(gather.shape[0])]
+        for name, row in zip(self._gathers, gather):
+            self.register_buffer(name, torch.from_numpy(row.copy()).long(), persistent=False)
+        self.register_buffer("segment", torch.from_numpy(
+            np.concatenate(segments) if segments else np.zeros(0)).long(), persistent=False)
+        self.register_buffer("base", torch.tensor(base + [1.0]), persistent=False)
+        columns = torch.tensor([d + [len(base)] * (width - len(d)) for d in term_dims] or [[0]],
+                               dtype=torch.long).reshape(-1, width)
+        self._columns = [f"term_dim_{j}" for j in range(width)]
+        for name, column in zip(self._columns, columns.T):
+            self.register_buffer(name, column.contiguous(), persistent=False)
+        self.register_buffer("weights", torch.tensor(weights or [(0.0, 0.0)]).reshape(-1, 2),
+                             persistent=False)
         self.total_params = sum(p.numel() for n, p in root.named_parameters()
                                 if not n.startswith("lumos_"))
         self.constant_params = self.total_params - sliced_params
         self.total_flops = total_flops
 
-    def forward(self, probabilities: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Expected (params, FLOPs) given each gate key's ``P(z != 0)``."""
-        parts = [probabilities[key] for key in self._order]
-        reference = parts[0] if parts else torch.ones(())
-        q = torch.cat([*parts, reference.new_ones(1)])
-        params = flops = reference.new_zeros(())
-        for is_param, flops_per_entry, fixed_size, dims in self._terms:
-            entries = reference.new_tensor(float(fixed_size))
-            for names in dims:
-                kept = q[getattr(self, names[0])]
-                for name in names[1:]:
-                    kept = kept * q[getattr(self, name)]
-                entries = entries * kept.sum()
-            if is_param:
-                params = params + entries
-            flops = flops + flops_per_entry * entries
+    def evaluate(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Expected (params, FLOPs) for slot probabilities ``q`` of shape ``(..., slots)``."""
+        gathers = [getattr(self, name) for name in self._gathers]
+        if len(gathers) == 1:                   # one label array per position: no padding
+            survive = q.index_select(-1, gathers[0])
+        else:                                   # padded with the slot one past q, fixed at 1
+            q1 = F.pad(q, (0, 1), value=1.0)
+            survive = q1.index_select(-1, gathers[0])
+            for row in gathers[1:]:
+                survive = survive * q1.index_select(-1, row)
+        base = self.base if self.base.dtype == q.dtype else self.base.to(q.dtype)
+        if q.dim() > 1:
+            base = base.expand(*q.shape[:-1], -1)
+        kept = base.index_add(-1, self.segment, survive)                 # (..., dims + 1)
+        entries = None                                                   # (..., terms)
+        for name in self._columns:
+            factor = kept.index_select(-1, getattr(self, name))
+            entries = factor if entries is None else entries * factor
+        weights = self.weights if self.weights.dtype == q.dtype else self.weights.to(q.dtype)
+        params, flops = (entries @ weights).unbind(-1)
         return params + self.constant_params, flops
 
+    def slots(self, values: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Concatenate per-gate vectors into the slot order of ``evaluate``."""
+        parts = [values[key] for key in self._order]
+        return torch.cat(parts, dim=-1) if parts else self.weights.new_zeros(0)
+
+    def forward(self, probabilities: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Expected (params, FLOPs) given each gate key's ``P(z != 0)``."""
+        return self.evaluate(self.slots(probabilities))
+
     def expected(self, gated: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-        return self({k: g.open_probability() for k, g in gated.lumos_gates.items()})
+        return self.evaluate(self._open_probability(gated, self._shared_config(gated)))
 
     def deterministic(self, gated: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
         """The (params, FLOPs) of the model ``extract`` would return now (before
         the rule that keeps one channel in a layer whose gates all closed)."""
         return self({k: (g.deterministic() > 0).float() for k, g in gated.lumos_gates.items()})
+
+    def expected_and_deterministic(self, gated: nn.Module):
+        """``params, flops``, each ``[expected, what extract would give now]`` (shape 2),
+        in one batched pass; the expected entries carry gradients."""
+        config = self._shared_config(gated)
+        q = self._open_probability(gated, config)
+        if config is not None:
+            # deterministic() > 0  <=>  clamp(log_alpha) > log(-gamma/zeta)  <=>  q > threshold
+            c = config
+            threshold = 1.0 / (1.0 + (-c.gamma / c.zeta) ** (c.beta - 1.0))
+            open_now = (q.detach() > threshold).to(q.dtype)
+        else:
+            with torch.no_grad():
+                open_now = self.slots({k: (g.deterministic() > 0).to(q.dtype)
+                                       for k, g in gated.lumos_gates.items()})
+        return self.evaluate(torch.stack([q, open_now]))
+
+    def _shared_config(self, gated: nn.Module):
+        """The one GateConfig of all gates when they are all plain HardConcreteGates
+        (then one fused formula serves them all), else None."""
+        gates = gated.lumos_gates
+        first = gates[self._order[0]].config if self._order else None
+        for key in self._order:
+            gate = gates[key]
+            if type(gate) is not HardConcreteGate or (gate.config is not first
+                                                      and gate.config != first):
+                return None
+        return first
+
+    def _open_probability(self, gated: nn.Module, config) -> torch.Tensor:
+        if config is None:
+            return self.slots({k: g.open_probability() for k, g in gated.lumos_gates.items()})
+        gates = gated.lumos_gates
+        log_alpha = torch.cat([gates[key].log_alpha for key in self._order])
+        limit = config.log_alpha_limit
+        return torch.sigmoid(log_alpha.clamp(-limit, limit)
+                             - config.beta * math.log(-config.gamma / config.zeta))
 
 
 def _global_index(labels: np.ndarray, plan: GroupPlan, keys: dict[int, str]) -> np.ndarray:

@@ -1,0 +1,176 @@
+"""Budget mode: the Lagrangian controller drives the extracted model to a target size."""
+from __future__ import annotations
+
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import lumos_fx as lumos
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from threads, and oversubscribed CPUs lose a lot."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+from lumos_fx.budget import Budget, BudgetController
+
+
+def _mlp(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(),
+                         nn.Linear(64, 2))
+
+
+def _data(n=4096, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 16, generator=g)
+    y = torch.stack([torch.sin(x[:, 0]) + x[:, 1] * x[:, 2], x[:, 3] ** 2 - x[:, 4] + x[:, 5]], 1)
+    return x, (y - y.mean(0)) / y.std(0)
+
+
+def _train(gated, steps, batch=64, seed=0):
+    x, y = _data()
+    opt = torch.optim.Adam(lumos.param_groups(gated, lr=2e-3))
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    for _ in range(steps):
+        idx = torch.randint(0, len(x), (batch,), generator=g)
+        loss = F.mse_loss(gated(x[idx]), y[idx]) + lumos.penalty(gated)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return gated
+
+
+# ----------------------------------------------------------------- the spec
+def test_budget_spec_validation():
+    assert lumos.Budget(params=0.2).metric == "params"
+    assert lumos.Budget(flops=0.25).target == 0.25
+    for bad in [dict(), dict(params=0.2, flops=0.3), dict(params=0.0), dict(flops=1.5),
+                dict(params=0.5, warmup=-1), dict(params=0.5, lr=0.0)]:
+        with pytest.raises(lumos.InputError):
+            lumos.Budget(**bad)
+    with pytest.raises(lumos.InputError, match="budget must be"):
+        lumos.compile(_mlp(), (torch.randn(2, 16),), budget="20%")
+
+
+def test_float_budget_means_params_and_controller_is_a_submodule():
+    gated = lumos.compile(_mlp(), (torch.randn(2, 16),), budget=0.2)
+    assert isinstance(gated.lumos_budget, BudgetController)
+    assert gated.lumos_budget.budget == Budget(params=0.2)
+    keys = set(gated.state_dict())
+    assert {"lumos_budget.state", "lumos_budget.step"} <= keys
+    assert not any(n.startswith("lumos_budget") for n, _ in gated.named_parameters())
+
+
+def test_controller_state_moves_with_to():
+    gated = lumos.compile(_mlp(), (torch.randn(2, 16),), budget=0.3).to(torch.float64)
+    lumos.penalty(gated).backward()
+    assert gated.lumos_budget.state.dtype == torch.float64
+    assert gated.lumos_budget.step.dtype == torch.long
+
+
+def test_no_budget_keeps_fixed_lambda_penalty():
+    gated = lumos.compile(_mlp(), (torch.randn(2, 16),), lam=0.5)
+    assert not hasattr(gated, "lumos_budget")
+    params, _ = lumos.expected_cost(gated)
+    assert torch.allclose(lumos.penalty(gated), 0.5 * params / gated.lumos_cost.total_params)
+    with pytest.raises(lumos.InputError, match="without a budget"):
+        lumos.budget_status(gated)
+
+
+def test_one_pass_cost_matches_the_gate_formulas():
+    """The controller's fused pass (expected and extracted cost at once) agrees with the
+    per-gate ``open_probability`` / ``deterministic`` of every gate."""
+    gated = lumos.compile(_mlp(), (torch.randn(2, 16),), budget=0.2)
+    cost = gated.lumos_cost
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for gate in lumos.gates(gated).values():
+            gate.log_alpha.uniform_(-9.0, 9.0)
+    (ep, dp), (ef, df) = cost.expected_and_deterministic(gated)
+    per_gate = cost({k: g.open_probability() for k, g in lumos.gates(gated).items()})
+    torch.testing.assert_close((ep, ef), per_gate)
+    torch.testing.assert_close((ep, ef), cost.expected(gated))
+    assert (dp.item(), df.item()) == tuple(v.item() for v in cost.deterministic(gated))
+    pruned = lumos.extract(gated)
+    assert int(dp) == sum(p.numel() for p in pruned.parameters())
+
+
+# ------------------------------------------------------------ the controller
+def test_target_ramps_linearly_over_warmup():
+    c = BudgetController(Budget(params=0.2, warmup=100))
+    assert c.target(0) == 1.0
+    assert c.target(50) == pytest.approx(0.6)
+    assert c.target(100) == pytest.approx(0.2) == c.target(10_000)
+    assert BudgetController(Budget(params=0.2, warmup=0)).target(0) == pytest.approx(0.2)
+
+
+def test_only_training_mode_calls_with_grad_step_the_controller():
+    gated = lumos.compile(_mlp(), (torch.randn(2, 16),), budget=Budget(params=0.2, warmup=10))
+    before = gated.lumos_budget.state.clone()
+    with torch.no_grad():
+        lumos.penalty(gated)
+    gated.eval()
+    lumos.penalty(gated)
+    assert int(gated.lumos_budget.step) == 0 and torch.equal(gated.lumos_budget.state, before)
+    gated.train()
+    lumos.penalty(gated)
+    assert int(gated.lumos_budget.step) == 1
+
+
+def test_multipliers_ascend_and_penalty_pushes_gates_closed_when_over_target():
+    gated = lumos.compile(_mlp(), (torch.randn(2, 16),), budget=Budget(params=0.2, warmup=0))
+    for _ in range(5):
+        gated.zero_grad()
+        lumos.penalty(gated).backward()
+    l1, l2 = gated.lumos_budget.multipliers.tolist()
+    assert l1 > 0 and l2 > 0
+    for gate in lumos.gates(gated).values():
+        assert (gate.log_alpha.grad > 0).all()    # descent lowers log_alpha: gates close
+
+
+def test_multiplier_pulls_gates_open_when_under_target():
+    gated = lumos.compile(_mlp(), (torch.randn(2, 16),), budget=Budget(params=0.8, warmup=0))
+    with torch.no_grad():
+        for gate in lumos.gates(gated).values():
+            gate.log_alpha.fill_(-1.0)
+    for _ in range(5):
+        gated.zero_grad()
+        lumos.penalty(gated).backward()
+    assert gated.lumos_budget.multipliers[0] < 0
+    for gate in lumos.gates(gated).values():
+        assert (gate.log_alpha.grad < 0).all()
+
+
+def test_penalty_works_through_wrappers_and_status_reports():
+    gated = lumos.compile(_mlp(), (torch.randn(2, 16),), budget=0.5)
+
+    class Wrapper(nn.Module):
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+    wrapped = Wrapper(gated)
+    lumos.penalty(wrapped).backward()
+    status = lumos.budget_status(wrapped)
+    assert status.steps == 1 and status.achieved == 1.0 and status.target == 0.5
+    assert "target 50.0%" in str(status)
+
+
+# --------------------------------------------------------------- done-when
+@pytest.mark.parametrize("budget", [0.2, lumos.Budget(flops=0.25)], ids=["params0.2", "flops0.25"])
+def test_extraction_lands_within_two_points_of_budget(budget):
+    """Default controller settings (warm-up 1000 steps), 1500 steps; the same check on the
+    full-size MLP and CNN is ``python -m benchmarks.budget_accuracy``."""
+    x, _ = _data()
+    gated = lumos.compile(_mlp(), (x[:64],), budget=budget)
+    _train(gated, steps=1500)
+    pruned = lumos.extract(gated)                        # checks exactness too
+    status = lumos.budget_status(gated, pruned)
+    assert abs(status.error) <= 0.02, str(status)

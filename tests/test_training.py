@@ -1,0 +1,135 @@
+"""Training helpers: optimizer groups, the ``fit`` loop, semi-stochastic freezing, and
+fine-tuning the extracted model."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import lumos_fx as lumos
+from lumos_fx.training import DEFAULT_GATE_LR, fit, kept_fraction
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 1))
+
+
+X = torch.randn(256, 6, generator=torch.Generator().manual_seed(0))
+Y = X[:, :1] - 2 * X[:, 1:2]
+
+
+def _batches(batch=32):
+    return [(X[i:i + batch], Y[i:i + batch]) for i in range(0, len(X), batch)]
+
+
+def test_param_groups_split_weights_and_gates():
+    gated = lumos.compile(_model(), (X[:2],), budget=0.5)
+    groups = lumos.param_groups(gated, lr=1e-3, weight_decay=0.1)
+    weights, gates = groups
+    assert weights["lr"] == 1e-3 and weights["weight_decay"] == 0.1
+    assert gates["lr"] == DEFAULT_GATE_LR and gates["weight_decay"] == 0.0
+    gate_ids = {id(g.log_alpha) for g in lumos.gates(gated).values()}
+    assert {id(p) for p in gates["params"]} == gate_ids
+    every = [id(p) for g in groups for p in g["params"]]
+    assert sorted(every) == sorted(id(p) for p in gated.parameters())   # each exactly once
+    torch.optim.AdamW(groups)
+
+
+def test_param_groups_unwrap_wrappers():
+    gated = lumos.compile(_model(), (X[:2],))
+
+    class Wrapper(nn.Module):
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+    assert len(lumos.param_groups(Wrapper(gated))[1]["params"]) == len(lumos.gates(gated))
+
+
+def test_plain_parameters_optimizer_trains_with_budget():
+    """``Adam(gated.parameters())`` works: the controller has no parameters to optimize."""
+    gated = lumos.compile(_model(), (X[:2],), budget=lumos.Budget(params=0.5, warmup=5))
+    opt = torch.optim.Adam(gated.parameters(), lr=1e-2)
+    before = {k: g.log_alpha.detach().clone() for k, g in lumos.gates(gated).items()}
+    with pytest.warns(UserWarning, match="param_groups"):      # gates lag at lr 1e-2
+        for x, y in _batches():
+            loss = F.mse_loss(gated(x), y) + lumos.penalty(gated)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    assert int(gated.lumos_budget.step) == len(_batches())
+    assert any(not torch.equal(before[k], g.log_alpha) for k, g in lumos.gates(gated).items())
+
+
+def test_fit_runs_and_reports(capsys):
+    gated = lumos.compile(_model(), (X[:2],), budget=lumos.Budget(params=0.9, warmup=10))
+    history = fit(gated, _batches(), F.mse_loss, epochs=2, progress=True)
+    assert len(history["loss"]) == 2 * len(_batches()) == int(gated.lumos_budget.step)
+    assert all(torch.isfinite(torch.tensor(history[k])).all() for k in history)
+    metric, kept, target = kept_fraction(gated)
+    assert metric == "params" and 0 < kept <= 1 and target == pytest.approx(0.9)
+    assert "target" in capsys.readouterr().err          # tqdm postfix
+
+
+def test_fit_steps_cycle_through_data_and_work_without_budget():
+    gated = lumos.compile(_model(), (X[:2],))
+    history = fit(gated, _batches(), F.mse_loss, steps=20, progress=False)
+    assert len(history["penalty"]) == 20
+    assert kept_fraction(gated)[2] is None
+
+
+def test_saturated_gates_are_frozen_for_the_task():
+    """Semi-stochastic gating (paper Eq. 1): below t_lower a gate is 0, above t_upper 1,
+    and the task loss sends them no gradient; only the penalty can still move them."""
+    gated = lumos.compile(_model(), (X[:2],))
+    gate = lumos.gates(gated)["m0"]
+    with torch.no_grad():
+        gate.log_alpha[:4] = -7.0          # P(z != 0) < t_lower
+        gate.log_alpha[4:8] = 7.0          # P(z != 0) > t_upper
+        gate.log_alpha[8:] = 0.0
+    q = gate.open_probability()
+    assert (q[:4] < gate.config.t_lower).all() and (q[4:8] > gate.config.t_upper).all()
+    for _ in range(5):
+        z = gate()
+        assert (z[:4] == 0).all() and (z[4:8] == 1).all()
+    F.mse_loss(gated(X[:32]), Y[:32]).backward()
+    assert (gate.log_alpha.grad[:8] == 0).all()
+    assert gate.log_alpha.grad[8:].abs().sum() > 0
+    gated.zero_grad()
+    lumos.penalty(gated).backward()
+    assert (gate.log_alpha.grad[:8] != 0).all()
+
+
+def test_extracted_model_fine_tunes_like_any_module():
+    gated = lumos.compile(_model(), (X[:2],))
+    with torch.no_grad():
+        lumos.gates(gated)["m0"].log_alpha[:10] = -6.0
+        lumos.gates(gated)["input"].log_alpha[3:] = -6.0
+    pruned = lumos.extract(gated)
+    first_layer = pruned.get_submodule("0")
+    assert first_layer.out_features == 6 and first_layer.in_features == 3
+    assert lumos.verify(gated, pruned, (X[:16],)) < 1e-5
+    pruned.train()
+    opt = torch.optim.Adam(pruned.parameters(), lr=1e-2)
+    first = None
+    for _ in range(3):
+        for x, y in _batches():
+            loss = F.mse_loss(pruned(x), y)
+            first = first if first is not None else float(loss.detach())
+            opt.zero_grad()
+            loss.backward()
+            assert all(p.grad is not None for p in pruned.parameters())
+            opt.step()
+    with torch.no_grad():
+        assert float(F.mse_loss(pruned(X), Y)) < first
+    assert pruned(X).shape == (len(X), 1)

@@ -3,7 +3,8 @@
 20 standard-normal inputs, of which only 3 (0, 3 and 7) determine the target
 ``y = sin(1.5 x0) + x3 * x7 + 0.5 x3`` (plus a little noise, standardised).
 An MLP 20-64-64-1 is trained, compiled, and fine-tuned with
-``mse + lumos.penalty(gated)`` (default penalty). The extracted model must keep
+``mse + lumos.penalty(gated)`` (default penalty, plain Adam, constant lr
+then a short low-lr phase). The extracted model must keep
 the 3 informative inputs (and at most 2 others) and reach R^2 >= 0.95 on
 held-out data.
 """
@@ -48,6 +49,16 @@ def _train(model: nn.Module, x, y, steps: int, lr: float, penalty: bool, seed: i
 
 @pytest.fixture(scope="module")
 def selected():
+    # 64-wide layers: one thread is fastest and immune to an oversubscribed CPU.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield _select()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _select():
     torch.manual_seed(0)
     x_train, y_train = _data(4096, seed=0)
     x_test, y_test = _data(1024, seed=1)
@@ -60,7 +71,10 @@ def selected():
 
     names = [f"x{i}" for i in range(N_FEATURES)]
     gated = lumos.compile(model, example_inputs=(x_train[:8],), feature_names=names)
+    # Gates need a sustained learning rate to close (a decaying schedule keeps
+    # every input); a short low-lr phase afterwards recovers accuracy.
     _train(gated, x_train, y_train, steps=2500, lr=3e-3, penalty=True, seed=3)
+    _train(gated, x_train, y_train, steps=500, lr=5e-4, penalty=True, seed=4)
     gated.eval()
     pruned = lumos.extract(gated).eval()
     return gated, pruned, x_test, y_test

@@ -99,7 +99,11 @@ def compile(model: nn.Module, example_inputs: Sequence[torch.Tensor] | None = No
         raise InputError(f"lumos.compile expects an nn.Module, got {type(model).__name__}")
     example_inputs = _check_example_inputs(example_inputs)
     budget = as_budget(budget)
-    copied = copy.deepcopy(model)
+    memo: dict = {}
+    copied = copy.deepcopy(model, memo)
+    # leaf module instances name the user's modules: point them at their copies
+    leaf_modules = [memo.get(id(leaf), leaf) if isinstance(leaf, nn.Module) else leaf
+                    for leaf in leaf_modules]
     gm = trace(copied, leaf_modules=leaf_modules, concrete_args=concrete_args)
     propagate_shapes(gm, example_inputs)
     plan = build_groups(gm, input_dims)
@@ -116,7 +120,8 @@ def compile(model: nn.Module, example_inputs: Sequence[torch.Tensor] | None = No
             gm.lumos_budget.to(device=reference.device)
     gm.meta["lumos"] = LumosState(
         plan=plan, keys=keys, config=gate_config or GateConfig(), lam=float(lam),
-        example_inputs=tuple(x.detach() if isinstance(x, torch.Tensor) else x
+        # a private copy: a view would keep the user's whole tensor alive and see its changes
+        example_inputs=tuple(x.detach().clone() if isinstance(x, torch.Tensor) else x
                              for x in example_inputs),
         feature_names=_feature_names(feature_names, plan, example_inputs),
         model_name=type(model).__name__)

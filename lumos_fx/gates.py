@@ -43,7 +43,7 @@ class GateConfig:
     ``gamma``/``zeta`` stretch the concrete distribution, ``beta`` is its
     temperature (paper Eq. 2-5). ``t_lower``/``t_upper`` are the Eq. 1
     thresholds on ``P(z != 0)``. ``log_alpha`` is clamped to
-    ``[-log_alpha_limit, log_alpha_limit]``.
+    ``[-log_alpha_limit, log_alpha_limit]`` in the forward pass only.
     """
 
     gamma: float = -0.1
@@ -76,8 +76,12 @@ class HardConcreteGate(nn.Module):
         return self.log_alpha.numel()
 
     def _clamped_log_alpha(self) -> torch.Tensor:
+        """``log_alpha`` clamped in value but not in gradient (straight-through):
+        a gate that an optimizer step pushed past the limit still feels the
+        penalty and the loss, instead of freezing there forever."""
         limit = self.config.log_alpha_limit
-        return self.log_alpha.clamp(-limit, limit)
+        la = self.log_alpha
+        return la + (la.clamp(-limit, limit) - la).detach()
 
     def open_probability(self) -> torch.Tensor:
         """``P(z != 0)`` per channel (paper Eq. 5); differentiable."""

@@ -58,6 +58,7 @@ class GroupReport:
     consumers: list[str]
     followers: list[str]
     pinned: str | None
+    inert: int = 0      # kept only so no layer has zero width; gate value 0
 
     @property
     def layers(self) -> list[str]:
@@ -87,7 +88,9 @@ class Report:
                           headers=["", "before", "after", "kept"]), ""]
         def names(items):
             return ", ".join(items[:4]) + (f" +{len(items) - 4}" if len(items) > 4 else "")
-        rows = [[g.name, g.kind, f"{g.kept}/{g.total}", names(g.producers), names(g.consumers),
+        def kept(g):
+            return f"{g.kept}/{g.total}" + (f" ({g.inert} at gate 0)" if g.inert else "")
+        rows = [[g.name, g.kind, kept(g), names(g.producers), names(g.consumers),
                  names(g.followers), g.pinned or ""] for g in self.groups]
         lines += [tabulate(rows, headers=["group", "kind", "kept", "produced by", "read by",
                                           "followers", "pinned by"], maxcolwidths=[None] * 6 + [40]),
@@ -138,12 +141,13 @@ def report(gated: nn.Module) -> Report:
     roles = _roles(state)
     groups = []
     for group in state.plan.channels.groups():
-        values = decisions.value.get(group.index)
+        keep, values = decisions.keep.get(group.index), decisions.value.get(group.index)
         kind = "input" if group.spaces[0].kind == "input" else "channels"
-        kept = int((values > 0).sum()) if values is not None else group.size
+        kept = int(keep.sum()) if keep is not None else group.size
+        inert = int((keep & (values == 0)).sum()) if keep is not None else 0
         role = roles.get(group.index, {"producers": [], "consumers": [], "followers": []})
         groups.append(GroupReport(group.name, kind, kept, group.size, role["producers"],
-                                  role["consumers"], role["followers"], group.pinned))
+                                  role["consumers"], role["followers"], group.pinned, inert))
     remaining = {name for name, _ in pruned.named_modules()}
     removed = [name for name, mod in module.named_modules()
                if name and not name.startswith("lumos_") and name not in remaining

@@ -118,3 +118,12 @@ def test_missing_example_inputs_is_inferred_or_explained():
         x = torch.randn(3, 20)
         torch.testing.assert_close(gated.eval()(x), model.eval()(x))
     _assert_unchanged(model, before)
+
+
+def test_compile_keeps_a_private_copy_of_the_example_inputs():
+    data = torch.randn(100, 20)
+    gated = lumos.compile(nn.Sequential(nn.Linear(20, 4)), example_inputs=(data[:8],))
+    kept = gated.meta["lumos"].example_inputs[0]
+    data.zero_()
+    assert kept.abs().sum() > 0 and kept.shape == (8, 20)
+    assert kept.untyped_storage().nbytes() == 8 * 20 * 4

@@ -8,15 +8,6 @@ import torch.nn.functional as F
 from torch import nn
 
 import lumos_fx as lumos
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from threads, and oversubscribed CPUs lose a lot."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 from lumos_fx.budget import Budget, BudgetController
 
 

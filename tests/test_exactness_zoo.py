@@ -60,15 +60,6 @@ def _build(name_factory_input):
     return model, x, make_input
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is fastest and robust on an oversubscribed CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(params=ZOO, ids=ZOO_IDS)
 def zoo_entry(request):
     return request.param

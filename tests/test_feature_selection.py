@@ -49,16 +49,6 @@ def _train(model: nn.Module, x, y, steps: int, lr: float, penalty: bool, seed: i
 
 @pytest.fixture(scope="module")
 def selected():
-    # 64-wide layers: one thread is fastest and immune to an oversubscribed CPU.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield _select()
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _select():
     torch.manual_seed(0)
     x_train, y_train = _data(4096, seed=0)
     x_test, y_test = _data(1024, seed=1)

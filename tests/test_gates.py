@@ -66,3 +66,12 @@ def test_log_alpha_is_clamped():
         gate.log_alpha.copy_(torch.tensor([-100.0, 100.0]))
     assert torch.isfinite(gate.open_probability()).all()
     assert gate.open_probability()[1] < 1.0
+
+
+def test_a_gate_past_the_clamp_still_gets_a_gradient():
+    gate = HardConcreteGate(2, GateConfig(log_alpha_limit=3.0))
+    with torch.no_grad():
+        gate.log_alpha.copy_(torch.tensor([-9.0, 9.0]))
+    gate.open_probability().sum().backward()
+    assert (gate.log_alpha.grad != 0).all()
+    assert gate.eval()().tolist() == [0.0, 1.0]

@@ -301,3 +301,11 @@ def test_other_untraceable_lines_are_quoted(kind, line, fix):
         trace(Untraceable(kind))
     msg = str(info.value)
     assert line in msg and fix in msg, msg
+
+
+def test_compile_honours_a_leaf_module_instance_of_the_users_model():
+    import lumos_fx as lumos
+    model = WithBlock()
+    gated = lumos.compile(model, example_inputs=(torch.randn(2, 4),), leaf_modules=[model.block])
+    calls = [n.target for n in gated.graph.nodes if n.op == "call_module"]
+    assert "block" in calls and "block.fc" not in calls

@@ -29,6 +29,7 @@ Example::
 from __future__ import annotations
 
 import copy
+import warnings
 
 import numpy as np
 import torch
@@ -40,10 +41,13 @@ from .codegen import rewrite_literals
 
 
 class Decisions:
-    """Per-channel keep/gate-value decisions of every group, by atom."""
+    """Per-channel keep/gate-value decisions of every group, by atom.
+
+    ``keep``/``value`` hold each gated group's arrays by group index; lookups go
+    through one per-atom array built once, so a lookup costs O(len(labels)).
+    """
 
     def __init__(self, gated: fx.GraphModule, state: LumosState):
-        self.owner = state.plan.channels.group_of_atom()
         self.group_of, self.channel_of = state.plan.channels.atom_table()
         self.keep: dict[int, np.ndarray] = {}
         self.value: dict[int, np.ndarray] = {}
@@ -52,36 +56,44 @@ class Decisions:
             gate = gated.lumos_gates[key]
             z = gate.deterministic().detach().cpu().double().numpy()
             self.keep[gid], self.value[gid] = z > 0, z
-            scores[gid] = gate.log_alpha.detach().cpu().numpy()
+            scores[gid] = gate.log_alpha.detach().cpu().double().numpy()
+        self._offset = np.full(int(self.group_of.max(initial=-1)) + 1, -1, dtype=np.int64)
+        start = 0
+        for gid, z in self.value.items():
+            self._offset[gid] = start
+            start += len(z)
+        self._flat_value = np.concatenate([*self.value.values(), np.ones(1)])
+        self._flat_keep = self._flat_value > 0
+        self._flat_score = np.concatenate([*scores.values(), np.zeros(1)])
+        self._ungated = start          # the slot of "no gate": value 1, kept
         for labels in [u.labels for u in state.plan.consumers] + [
                 lab for spec in state.plan.params.values() for d in spec.dims
                 for lab in spec.label_sets(d)]:
-            self._keep_one(labels, scores)
+            self._keep_one(labels)
 
-    def _keep_one(self, labels: np.ndarray, scores: dict) -> None:
+    def _slots(self, labels: np.ndarray) -> np.ndarray:
+        """Index into the flat gate arrays of every position (the ungated slot if none)."""
+        labels = np.asarray(labels, dtype=np.int64)
+        safe = np.where(labels >= 0, labels, 0)
+        base = self._offset[self.group_of[safe]] if len(self._offset) else np.full(len(labels), -1)
+        gated = (labels >= 0) & (base >= 0)
+        return np.where(gated, base + self.channel_of[safe], self._ungated)
+
+    def _keep_one(self, labels: np.ndarray) -> None:
         """No layer may end up with zero width: keep the strongest closed channel
         (its gate value 0 stays folded into the consumers, so this is exact)."""
-        if len(self.kept(labels)):
+        slots = self._slots(labels)
+        if not len(slots) or self._flat_keep[slots].any():
             return
-        atoms = [a for a in labels.tolist() if a >= 0]
-        if not atoms:
-            return
-        best = max(atoms, key=lambda a: scores[self.owner[a].index][self.owner[a].channel_of_atom[a]])
-        self.keep[self.owner[best].index][self.owner[best].channel_of_atom[best]] = True
-
-    def _lookup(self, labels: np.ndarray, table: dict, default):
-        out = np.full(len(labels), default, dtype=np.result_type(default))
-        atoms = labels >= 0
-        safe = np.where(atoms, labels, 0)
-        groups, channels = self.group_of[safe], self.channel_of[safe]
-        for gid, values in table.items():
-            mine = atoms & (groups == gid)
-            out[mine] = values[channels[mine]]
-        return out
+        best = slots[np.argmax(self._flat_score[slots])]
+        self._flat_keep[best] = True
+        for gid, start in enumerate(self._offset.tolist()):
+            if start >= 0 and start <= best < start + len(self.keep[gid]):
+                self.keep[gid][best - start] = True
 
     def kept(self, labels: np.ndarray) -> np.ndarray:
         """Indices of the positions of ``labels`` that survive."""
-        return np.flatnonzero(self._lookup(labels, self.keep, True))
+        return np.flatnonzero(self._flat_keep[self._slots(labels)])
 
     def kept_all(self, label_sets: list[np.ndarray]) -> np.ndarray:
         """Positions that survive in every label array (channel and position gates)."""
@@ -92,7 +104,7 @@ class Decisions:
 
     def values(self, labels: np.ndarray) -> np.ndarray:
         """Gate value at every position of ``labels`` (1 where ungated)."""
-        return self._lookup(labels, self.value, 1.0)
+        return self._flat_value[self._slots(labels)]
 
 
 def _get(root: nn.Module, path: str):
@@ -110,12 +122,21 @@ def _set(module: nn.Module, name: str, old, new: torch.Tensor) -> None:
         setattr(module, name, new)
 
 
-def _fold_gates(gm, state, decisions) -> set[str]:
+def _pruned_shape(node, decisions) -> list[int]:
+    """Shape of ``node``'s output (at the example batch) after every labeled dim shrinks."""
+    shape = list(node.meta["tensor_meta"].shape)
+    for dim, labels in (node.meta.get("lumos", {}).get("labels") or {}).items():
+        shape[dim] = len(decisions.kept(labels))
+    return shape
+
+
+def _fold_gates(gm, state, decisions) -> dict[str, list[int]]:
     """Multiply gate values into consumer weights; drop or constant-fold applies.
 
-    Returns the consumers whose whole input is gated to zero.
+    Returns the consumers whose whole input is gated to zero, each with the shape
+    of its pruned input (taken now, before other rewrites replace that input).
     """
-    folded, silent = set(), set()
+    folded, silent = set(), {}
     for node in list(gm.graph.nodes):
         use_index = node.meta.get("lumos", {}).get("use") if node.op == "call_module" else None
         if use_index is None or not str(node.target).startswith("lumos_apply."):
@@ -125,7 +146,9 @@ def _fold_gates(gm, state, decisions) -> set[str]:
         source = node.args[0]
         if use.fold is not None:
             if not values.any() and (use.labels >= 0).all():
-                silent.add(use.node)
+                silent[use.node] = _pruned_shape(source, decisions)
+                if use.within is not None:
+                    silent[use.node][use.dim] = len(_positions(use, decisions)[1])
             owner, name, dim = use.fold
             path = f"{owner}.{name}" if owner else name
             if (path, use.within is None) not in folded:
@@ -156,10 +179,15 @@ def _fold_gates(gm, state, decisions) -> set[str]:
     return silent
 
 
+def _positions(use, decisions) -> tuple[np.ndarray, np.ndarray]:
+    """Kept channels of a position-gated input, and the kept positions among them."""
+    channels = decisions.kept(use.within)
+    return channels, np.intersect1d(channels, decisions.kept(use.labels))
+
+
 def _select_positions(gm, node, use, decisions):
     """Drop closed single positions of kept channels with an ``index_select``."""
-    channels = decisions.kept(use.within)
-    both = np.intersect1d(channels, decisions.kept(use.labels))
+    channels, both = _positions(use, decisions)
     if len(both) == len(channels):
         return node.args[0]
     buffer = f"lumos_positions_{node.name}"
@@ -169,7 +197,7 @@ def _select_positions(gm, node, use, decisions):
         return gm.graph.call_method("index_select", (node.args[0], use.dim, index))
 
 
-def _remove_silent_branches(gm, silent: set[str], decisions) -> None:
+def _remove_silent_branches(gm, silent: dict[str, list[int]]) -> None:
     """A layer whose whole input is closed outputs a constant (its bias): replace
     it by that constant, so dead-code elimination drops the branch feeding it
     (residual-aware layer removal, paper VII.C)."""
@@ -177,10 +205,7 @@ def _remove_silent_branches(gm, silent: set[str], decisions) -> None:
     for node in list(gm.graph.nodes):
         if node.name not in silent or not placeholders:
             continue
-        source = node.args[0]
-        shape = list(source.meta["tensor_meta"].shape)
-        for dim, labels in (source.meta.get("lumos", {}).get("labels") or {}).items():
-            shape[dim] = len(decisions.kept(labels))
+        shape = silent[node.name]
         module = gm.get_submodule(node.target)
         param = next(module.parameters())
         with torch.no_grad():
@@ -262,7 +287,7 @@ def shrink(gated: nn.Module, inputs: str = "full") -> fx.GraphModule:
         silent = _fold_gates(work, state, decisions)
         _slice_parameters(work, state, decisions)
     _resize_modules(work, state, decisions)
-    _remove_silent_branches(work, silent, decisions)
+    _remove_silent_branches(work, silent)
     rewrite_literals(work, decisions)
     kept_inputs = _select_inputs(work, state, decisions, inputs)
     for node in list(work.graph.nodes):
@@ -277,4 +302,22 @@ def shrink(gated: nn.Module, inputs: str = "full") -> fx.GraphModule:
     pruned.recompile()
     pruned.lumos_kept_inputs = kept_inputs
     pruned.lumos_input_mode = inputs
+    if not _reads_inputs(pruned.graph):
+        warnings.warn("lumos: every path from the model inputs is gated off, so the extracted "
+                      "model outputs a constant; train with a smaller lam or a larger budget",
+                      stacklevel=3)
     return pruned.eval()
+
+
+def _reads_inputs(graph: fx.Graph) -> bool:
+    """Whether the output depends on an input's values (not just its batch size)."""
+    seen, stack = set(), [n for n in graph.nodes if n.op == "output"]
+    while stack:
+        node = stack.pop()
+        if node.op == "placeholder":
+            return True
+        if node in seen or (node.op == "call_method" and node.target == "size"):
+            continue
+        seen.add(node)
+        stack.extend(node.all_input_nodes)
+    return False

@@ -116,7 +116,9 @@ def conv_transpose(ctx, node):
         reason = f"{node.target}: grouped transposed convolution or explicit output_size"
         ctx.pin(x.get(1), reason)
         ctx.pin(rows, reason)
-    ctx.param(node.target, "weight", {0: cols, 1: rows}, flops_per_entry=2 * positions)
+    # With groups > 1 the weight's dim 1 holds out_channels / groups: leave it whole.
+    weight_out = rows if mod.groups == 1 else None
+    ctx.param(node.target, "weight", {0: cols, 1: weight_out}, flops_per_entry=2 * positions)
     if mod.bias is not None:
         ctx.param(node.target, "bias", {0: rows})
     return {1: rows}

@@ -35,9 +35,11 @@ def _pad(ctx, node, pad):
     if not all(isinstance(p, int) for p in pad):
         ctx.pin_value(x, f"{node.name}: padding by computed amounts")
         return {}
-    for d in padded_dims(pad, rank):
+    padded = padded_dims(pad, rank)
+    for d in padded:
         ctx.pin(x.get(d), f"{node.name}: pads a channel dim")
-    return x
+    # A padded dim is longer than its input: its positions are no longer the input's.
+    return {d: lab for d, lab in x.items() if d not in padded}
 
 
 @REGISTRY.functions(F.pad)

@@ -80,5 +80,57 @@ def test_a_fully_closed_chain_keeps_one_channel_and_stays_exact():
     gated = lumos.compile(model, example_inputs=(torch.randn(2, 3),))
     with torch.no_grad():
         lumos.gates(gated)["m0"].log_alpha.fill_(-8.0)
-    pruned = lumos.extract(gated)
+    with pytest.warns(UserWarning, match="outputs a constant"):
+        pruned = lumos.extract(gated)
     assert lumos.verify(gated, pruned, (torch.randn(5, 3),)) < 1e-6
+
+
+def test_two_silent_layers_in_a_row_become_constants():
+    class TwoBranches(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Linear(3, 6)
+            self.a = nn.Linear(6, 5)
+            self.b = nn.Linear(5, 6)
+            self.c = nn.Linear(6, 6)
+            self.head = nn.Linear(6, 1)
+
+        def forward(self, x):
+            h = self.stem(x)
+            h = h + self.c(self.b(torch.relu(self.a(h))))
+            return self.head(h)
+
+    gated = lumos.compile(TwoBranches(), example_inputs=(torch.randn(2, 3),))
+    with torch.no_grad():
+        lumos.gates(gated)["a"].log_alpha.fill_(-8.0)
+        lumos.gates(gated)["b"].log_alpha.fill_(-8.0)
+    pruned = lumos.extract(gated)
+    assert lumos.verify(gated, pruned, (torch.randn(7, 3),)) < 1e-6
+
+
+def test_fully_closed_flatten_positions_leave_a_constant_head():
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(3 * 4 * 4, 5), nn.ReLU(), nn.Linear(5, 1))
+    gated = lumos.compile(model, example_inputs=(torch.randn(2, 2, 4, 4),))
+    positions = [k for k in lumos.gates(gated) if k not in ("input", "m0", "m3")]
+    assert positions, list(lumos.gates(gated))
+    with torch.no_grad():
+        for key in positions:
+            lumos.gates(gated)[key].log_alpha.fill_(-8.0)
+    with pytest.warns(UserWarning, match="outputs a constant"):
+        pruned = lumos.extract(gated)
+    assert lumos.verify(gated, pruned, (torch.randn(5, 2, 4, 4),)) < 1e-6
+
+
+def test_all_inputs_closed_warns_and_report_agrees_with_the_extracted_model():
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 1))
+    gated = lumos.compile(model, example_inputs=(torch.randn(2, 4),))
+    with torch.no_grad():
+        lumos.gates(gated)["input"].log_alpha.fill_(-8.0)
+    with pytest.warns(UserWarning, match="outputs a constant"):
+        pruned = lumos.extract(gated)
+    assert lumos.verify(gated, pruned, (torch.randn(5, 4),)) < 1e-6
+    with pytest.warns(UserWarning, match="outputs a constant"):
+        report = lumos.report(gated)
+    inputs = next(g for g in report.groups if g.kind == "input")
+    assert inputs.kept == len(report.kept_features["input"]) == inputs.inert

@@ -81,3 +81,32 @@ def test_shared_module_called_twice_prunes_consistently():
             gate.log_alpha.uniform_(-6, 6)
     pruned = lumos.extract(gated)
     assert lumos.verify(gated, pruned, (torch.randn(4, 3),)) < 1e-6
+
+
+def test_grouped_transposed_conv_pins_and_extracts():
+    model = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(),
+                          nn.ConvTranspose2d(4, 6, 2, stride=2, groups=2), nn.ReLU(),
+                          nn.Conv2d(6, 3, 1))
+    gated = lumos.compile(model, example_inputs=(torch.randn(2, 2, 4, 4),))
+    with torch.no_grad():
+        for gate in lumos.gates(gated).values():
+            gate.log_alpha[::2] = -6.0
+    pruned = lumos.extract(gated)
+    assert pruned.get_submodule("2").weight.shape[1] == 3
+    assert lumos.verify(gated, pruned, (torch.randn(3, 2, 4, 4),)) < 1e-6
+
+
+def test_padding_the_channel_dim_pins_it_and_stays_exact():
+    class PadChannels(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(2, 4, 3, padding=1)
+            self.b = nn.Conv2d(6, 3, 1)
+
+        def forward(self, x):
+            return self.b(torch.nn.functional.pad(torch.relu(self.a(x)), (0, 0, 0, 0, 1, 1)))
+
+    gated = lumos.compile(PadChannels(), example_inputs=(torch.randn(2, 2, 5, 5),))
+    assert "a" not in lumos.gates(gated)
+    pruned = lumos.extract(gated)
+    assert lumos.verify(gated, pruned, (torch.randn(3, 2, 5, 5),)) < 1e-6

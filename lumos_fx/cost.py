@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .gates import HardConcreteGate
+from .gates import HardConcreteGate, clamp_straight_through
 from .passes.build_groups import GroupPlan
 
 
@@ -171,7 +171,7 @@ class ExpectedCost(nn.Module):
         gates = gated.lumos_gates
         log_alpha = torch.cat([gates[key].log_alpha for key in self._order])
         limit = config.log_alpha_limit
-        return torch.sigmoid(log_alpha.clamp(-limit, limit)
+        return torch.sigmoid(clamp_straight_through(log_alpha, limit)
                              - config.beta * math.log(-config.gamma / config.zeta))
 
 

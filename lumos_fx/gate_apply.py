@@ -34,15 +34,22 @@ class GateApply(nn.Module):
         self.dim = dim
         self.rank = rank
         self.register_buffer("index", index.long())
+        # the common case, one group read in its own order: no gather needed
+        self.identity = bool(torch.equal(self.index, torch.arange(len(self.index))))
+        self.shape = [1] * rank
+        self.shape[dim] = -1
 
     def multiplier(self, *gates: torch.Tensor) -> torch.Tensor:
+        if self.identity and len(gates) == 1 and gates[0].numel() == self.index.numel():
+            return gates[0]
         one = torch.ones(1, dtype=gates[0].dtype, device=gates[0].device)
         return torch.cat([*gates, one])[self.index]
 
     def forward(self, x: torch.Tensor, *gates: torch.Tensor) -> torch.Tensor:
-        shape = [1] * self.rank
-        shape[self.dim] = -1
-        return x * self.multiplier(*gates).to(x.dtype).view(shape)
+        multiplier = self.multiplier(*gates)
+        if multiplier.dtype != x.dtype:
+            multiplier = multiplier.to(x.dtype)
+        return x * multiplier.view(self.shape)
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, positions={self.index.numel()}"

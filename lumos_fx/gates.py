@@ -55,6 +55,15 @@ class GateConfig:
     log_alpha_limit: float = 8.0
 
 
+def clamp_straight_through(log_alpha: torch.Tensor, limit: float) -> torch.Tensor:
+    """``log_alpha`` clamped to ``[-limit, limit]`` in value but not in gradient:
+    a gate that an optimizer step pushed past the limit still feels the penalty
+    and the loss, instead of freezing there forever."""
+    with torch.no_grad():
+        shift = log_alpha.clamp(-limit, limit) - log_alpha
+    return log_alpha + shift
+
+
 class HardConcreteGate(nn.Module):
     """One gate vector for a channel group.
 
@@ -76,17 +85,16 @@ class HardConcreteGate(nn.Module):
         return self.log_alpha.numel()
 
     def _clamped_log_alpha(self) -> torch.Tensor:
-        """``log_alpha`` clamped in value but not in gradient (straight-through):
-        a gate that an optimizer step pushed past the limit still feels the
-        penalty and the loss, instead of freezing there forever."""
-        limit = self.config.log_alpha_limit
-        la = self.log_alpha
-        return la + (la.clamp(-limit, limit) - la).detach()
+        return clamp_straight_through(self.log_alpha, self.config.log_alpha_limit)
 
     def open_probability(self) -> torch.Tensor:
         """``P(z != 0)`` per channel (paper Eq. 5); differentiable."""
+        return self.probability_of(self._clamped_log_alpha())
+
+    def probability_of(self, log_alpha: torch.Tensor) -> torch.Tensor:
+        """``P(z != 0)`` for given (clamped) ``log_alpha`` values under this gate's config."""
         c = self.config
-        return torch.sigmoid(self._clamped_log_alpha() - c.beta * math.log(-c.gamma / c.zeta))
+        return torch.sigmoid(log_alpha - c.beta * math.log(-c.gamma / c.zeta))
 
     def deterministic(self) -> torch.Tensor:
         """The eval-mode gate values."""

@@ -3,9 +3,9 @@
 Gates sit at consumer inputs (paper: "gates at layer inputs"), so a
 deterministic gate value folds exactly into the consumer's weight columns on
 extraction. Each gated group gets one :class:`~lumos_fx.gates.HardConcreteGate`
-in ``gm.lumos_gates`` called once per forward (every consumer of a group sees
-the same sample); each consumer input gets a :class:`~lumos_fx.gate_apply.GateApply`
-in ``gm.lumos_apply``.
+in ``gm.lumos_gates`` (a :class:`~lumos_fx.gate_bank.GateBank`, called once per
+forward: every consumer of a group sees the same sample); each consumer input
+gets a :class:`~lumos_fx.gate_apply.GateApply` in ``gm.lumos_apply``.
 
 Example::
 
@@ -18,10 +18,11 @@ Example::
     >>> propagate_shapes(gm, (torch.randn(4, 3),))
     >>> keys = insert_gates(gm, build_groups(gm))
     >>> sorted(keys.values()), [n.target for n in gm.graph.nodes if n.op == "call_module"]
-    (['input', 'm0'], ['lumos_gates.input', 'lumos_gates.m0', 'lumos_apply.a0', '0', '1', 'lumos_apply.a1', '2'])
+    (['input', 'm0'], ['lumos_gates', 'lumos_apply.a0', '0', '1', 'lumos_apply.a1', '2'])
 """
 from __future__ import annotations
 
+import operator
 import re
 
 import numpy as np
@@ -29,6 +30,7 @@ import torch
 from torch import fx, nn
 
 from ..gate_apply import GateApply
+from ..gate_bank import GateBank
 from ..gates import GateConfig, HardConcreteGate
 from .build_groups import GroupPlan
 
@@ -73,7 +75,7 @@ def insert_gates(gm: fx.GraphModule, plan: GroupPlan, config: GateConfig | None 
     groups = plan.channels.groups()
     taken: set[str] = set()
     keys = {gid: gate_key(groups[gid].name, taken) for gid in _gated_groups(plan)}
-    gm.add_module("lumos_gates", nn.ModuleDict(
+    gm.add_module("lumos_gates", GateBank(
         {keys[g]: HardConcreteGate(groups[g].size, config) for g in keys}))
     gm.add_module("lumos_apply", nn.ModuleDict())
     graph = gm.graph
@@ -81,9 +83,12 @@ def insert_gates(gm: fx.GraphModule, plan: GroupPlan, config: GateConfig | None 
     placeholders = [n for n in graph.nodes if n.op == "placeholder"]
     gate_nodes = {}
     anchor = placeholders[-1] if placeholders else None
-    for gid, key in keys.items():
+    if keys:
         with graph.inserting_after(anchor) if anchor is not None else graph.inserting_before(None):
-            anchor = gate_nodes[gid] = graph.call_module(f"lumos_gates.{key}")
+            anchor = bank = graph.call_module("lumos_gates")
+    for position, (gid, key) in enumerate(keys.items()):
+        with graph.inserting_after(anchor):
+            anchor = gate_nodes[gid] = graph.call_function(operator.getitem, (bank, position))
     for use_index, use in enumerate(plan.consumers):
         present, index = consumer_index(use.labels, plan, keys)
         if not present:

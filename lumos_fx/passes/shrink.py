@@ -136,7 +136,7 @@ def _fold_gates(gm, state, decisions) -> dict[str, list[int]]:
     Returns the consumers whose whole input is gated to zero, each with the shape
     of its pruned input (taken now, before other rewrites replace that input).
     """
-    folded, silent = set(), {}
+    folded, silent, shapes = set(), set(), {}
     for node in list(gm.graph.nodes):
         use_index = node.meta.get("lumos", {}).get("use") if node.op == "call_module" else None
         if use_index is None or not str(node.target).startswith("lumos_apply."):
@@ -146,9 +146,10 @@ def _fold_gates(gm, state, decisions) -> dict[str, list[int]]:
         source = node.args[0]
         if use.fold is not None:
             if not values.any() and (use.labels >= 0).all():
-                silent[use.node] = _pruned_shape(source, decisions)
-                if use.within is not None:
-                    silent[use.node][use.dim] = len(_positions(use, decisions)[1])
+                silent.add(use.node)
+            shape = shapes.setdefault(use.node, _pruned_shape(source, decisions))
+            if use.within is not None:      # a position gate's index_select narrows the input
+                shape[use.dim] = len(_positions(use, decisions)[1])
             owner, name, dim = use.fold
             path = f"{owner}.{name}" if owner else name
             if (path, use.within is None) not in folded:
@@ -176,7 +177,7 @@ def _fold_gates(gm, state, decisions) -> dict[str, list[int]]:
                     mul = gm.graph.call_function(torch.mul, (source, scale))
                 node.replace_all_uses_with(mul)
         gm.graph.erase_node(node)
-    return silent
+    return {name: shapes[name] for name in silent}
 
 
 def _positions(use, decisions) -> tuple[np.ndarray, np.ndarray]:
@@ -290,8 +291,10 @@ def shrink(gated: nn.Module, inputs: str = "full") -> fx.GraphModule:
     _remove_silent_branches(work, silent)
     rewrite_literals(work, decisions)
     kept_inputs = _select_inputs(work, state, decisions, inputs)
-    for node in list(work.graph.nodes):
-        if node.op == "call_module" and str(node.target).startswith("lumos_gates."):
+    for node in reversed(list(work.graph.nodes)):   # the gate samples, then the bank
+        if node.op == "call_module" and node.target == "lumos_gates":
+            for user in list(node.users):
+                work.graph.erase_node(user)
             work.graph.erase_node(node)
     for node in work.graph.nodes:
         node.meta.pop("lumos", None)

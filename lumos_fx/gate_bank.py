@@ -1,0 +1,86 @@
+"""All gates of a model, sampled together once per forward pass.
+
+``gm.lumos_gates`` is a :class:`GateBank`: a ``ModuleDict`` of
+:class:`~lumos_fx.gates.HardConcreteGate` by group key (so ``lumos.gates``,
+``state_dict`` keys and optimizers see ordinary per-group ``log_alpha``
+parameters) whose ``forward`` returns every gate vector in one tuple. When all
+gates share one :class:`~lumos_fx.gates.GateConfig` (the default) the samples
+come from one concatenated ``log_alpha`` vector: a dozen tensor ops per step
+for the whole model instead of a dozen per gate, which is most of the gating
+overhead of a small model.
+
+Example::
+
+    >>> import torch
+    >>> from lumos_fx.gate_bank import GateBank
+    >>> from lumos_fx.gates import HardConcreteGate
+    >>> bank = GateBank({"a": HardConcreteGate(2), "b": HardConcreteGate(3)})
+    >>> [z.tolist() for z in bank.eval()()]
+    [[1.0, 1.0], [1.0, 1.0, 1.0]]
+    >>> [tuple(z.shape) for z in bank.train()()]
+    [(2,), (3,)]
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .gates import GateConfig, HardConcreteGate
+
+
+class _HardConcreteSample(torch.autograd.Function):
+    """One semi-stochastic hard-concrete sample of a concatenated ``log_alpha``,
+    computed without autograd recording and differentiated in closed form:
+    ``dz/dlog_alpha = (zeta - gamma) s (1 - s) / beta`` where ``0 < z < 1`` and
+    the gate is not frozen by Eq. 1, else 0."""
+
+    @staticmethod
+    def forward(ctx, config: GateConfig, sizes: list[int], *log_alphas: torch.Tensor):
+        c = config
+        log_alpha = torch.cat(log_alphas)
+        u = torch.rand_like(log_alpha)
+        s = u.div(1.0 - u).log_()                   # logistic noise log(u / (1 - u))
+        s = s.add_(log_alpha.clamp(-c.log_alpha_limit, c.log_alpha_limit)).div_(c.beta).sigmoid_()
+        z = s * (c.zeta - c.gamma) + c.gamma
+        lower, upper = _frozen_thresholds(c)
+        free = (log_alpha >= lower) & (log_alpha <= upper)
+        slope = s.mul_(1.0 - s).mul_((c.zeta - c.gamma) / c.beta).mul_(free & (z > 0) & (z < 1))
+        z = torch.where(free, z.clamp_(0.0, 1.0), (log_alpha > upper).to(z))
+        ctx.save_for_backward(slope)
+        ctx.sizes = sizes
+        return z
+
+    @staticmethod
+    def backward(ctx, grad_z: torch.Tensor):
+        (slope,) = ctx.saved_tensors
+        return (None, None, *torch.split(grad_z * slope, ctx.sizes))
+
+
+def _frozen_thresholds(c: GateConfig) -> tuple[float, float]:
+    """``log_alpha`` bounds of the Eq. 1 free region: ``t_lower <= P(z != 0) <= t_upper``."""
+    shift = c.beta * math.log(-c.gamma / c.zeta)
+    return math.log(c.t_lower / (1 - c.t_lower)) + shift, math.log(c.t_upper / (1 - c.t_upper)) + shift
+
+
+class GateBank(nn.ModuleDict):
+    """The model's gates by key; calling it samples them all (eval: deterministic)."""
+
+    def shared_config(self):
+        """The one config of all gates when all are plain ``HardConcreteGate`` s, else None."""
+        gates = list(self.values())
+        first = gates[0].config if gates else None
+        for gate in gates:
+            if type(gate) is not HardConcreteGate or gate.config != first:
+                return None
+        return first
+
+    def forward(self) -> tuple[torch.Tensor, ...]:
+        gates = list(self.values())
+        config = self.shared_config()
+        if config is None or len(gates) < 2 or not self.training:
+            return tuple(gate() for gate in gates)
+        sizes = [g.size for g in gates]
+        z = _HardConcreteSample.apply(config, sizes, *[g.log_alpha for g in gates])
+        return torch.split(z, sizes)

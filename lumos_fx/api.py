@@ -155,19 +155,24 @@ def penalty(gated: nn.Module) -> torch.Tensor:
     return state.lam * params / module.lumos_cost.total_params
 
 
-def extract(gated: nn.Module, *, inputs: str = "full", check: bool = True):
+def extract(gated: nn.Module, *, inputs: str = "full", round_to: int = 1, check: bool = True):
     """The physically smaller model, exact against ``gated.eval()``.
 
     Args:
         inputs: ``"full"`` keeps the original input signature (dropped features
             are removed by an ``index_select``); ``"kept"`` takes only the kept
             features. Either way ``pruned.lumos_kept_inputs`` lists them.
+        round_to: round every channel group's kept width up to a multiple of this
+            (8 or 16 suit CPU/GPU kernels); the extra channels are the strongest
+            closed ones and carry gate value 0, so the result stays exact.
         check: verify exactness on the example inputs (raises ExactnessError).
     """
     if inputs not in ("full", "kept"):
         raise InputError(f"inputs must be 'full' or 'kept', got {inputs!r}")
+    if not isinstance(round_to, int) or round_to < 1:
+        raise InputError(f"round_to must be a positive int, got {round_to!r}")
     state = state_of(gated)
-    pruned = shrink(gated, inputs)
+    pruned = shrink(gated, inputs, round_to)
     if check:
         verify(gated, pruned, state.example_inputs, rtol=1e-4)
     return pruned

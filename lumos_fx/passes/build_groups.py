@@ -29,6 +29,7 @@ from torch import fx
 from ..channels import ChannelGraph, Labels
 from ..rules import REGISTRY
 from ..rules.context import ConsumerUse, ParamSpec, RuleContext
+from ..rules.shape import ChannelCount
 
 
 @dataclass
@@ -76,6 +77,11 @@ def build_groups(gm: fx.GraphModule, input_dims: dict | None = None) -> GroupPla
             out = None
         else:
             rule = REGISTRY.lookup(node, gm)
+            if not getattr(rule, "reads_sizes", False):
+                for value in node.all_input_nodes:
+                    if isinstance(ctx.of(value), ChannelCount):
+                        ctx.pin_value(value, f"{node.name}: computes with a channel count "
+                                             f"the program read")
             if rule is None:
                 ctx.pin_inputs(node, f"no rule for {describe(node)}")
                 out = None

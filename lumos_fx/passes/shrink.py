@@ -47,7 +47,7 @@ class Decisions:
     through one per-atom array built once, so a lookup costs O(len(labels)).
     """
 
-    def __init__(self, gated: fx.GraphModule, state: LumosState):
+    def __init__(self, gated: fx.GraphModule, state: LumosState, round_to: int = 1):
         self.group_of, self.channel_of = state.plan.channels.atom_table()
         self.keep: dict[int, np.ndarray] = {}
         self.value: dict[int, np.ndarray] = {}
@@ -70,6 +70,8 @@ class Decisions:
                 lab for spec in state.plan.params.values() for d in spec.dims
                 for lab in spec.label_sets(d)]:
             self._keep_one(labels)
+        if round_to > 1:
+            self._round_up(state, round_to)
 
     def _slots(self, labels: np.ndarray) -> np.ndarray:
         """Index into the flat gate arrays of every position (the ungated slot if none)."""
@@ -90,6 +92,22 @@ class Decisions:
         for gid, start in enumerate(self._offset.tolist()):
             if start >= 0 and start <= best < start + len(self.keep[gid]):
                 self.keep[gid][best - start] = True
+
+    def _round_up(self, state: LumosState, multiple: int) -> None:
+        """Keep the strongest closed channels until every channel group's width is a
+        multiple of ``multiple`` (or whole): hardware-friendly sizes, still exact
+        because their gate value 0 stays folded into the consumers."""
+        groups = state.plan.channels.groups()
+        for gid, keep in self.keep.items():
+            if any(space.kind != "producer" for space in groups[gid].spaces):
+                continue        # input features and flattened positions keep their count
+            target = min(len(keep), -(-int(keep.sum()) // multiple) * multiple)
+            closed = np.flatnonzero(~keep)
+            start = self._offset[gid]
+            extra = closed[np.argsort(-self._flat_score[start + closed], kind="stable")]
+            extra = extra[:target - int(keep.sum())]
+            keep[extra] = True
+            self._flat_keep[start + extra] = True
 
     def kept(self, labels: np.ndarray) -> np.ndarray:
         """Indices of the positions of ``labels`` that survive."""
@@ -279,11 +297,12 @@ def _select_inputs(gm, state, decisions, mode: str) -> dict[str, list[int]]:
     return kept_inputs
 
 
-def shrink(gated: nn.Module, inputs: str = "full") -> fx.GraphModule:
-    """Return the extracted model; ``inputs`` is ``"full"`` or ``"kept"``."""
+def shrink(gated: nn.Module, inputs: str = "full", round_to: int = 1) -> fx.GraphModule:
+    """Return the extracted model; ``inputs`` is ``"full"`` or ``"kept"``; channel
+    group widths are rounded up to a multiple of ``round_to``."""
     state = state_of(gated)
     work = copy.deepcopy(unwrap(gated)).eval()
-    decisions = Decisions(work, state)
+    decisions = Decisions(work, state, round_to)
     with torch.no_grad():
         silent = _fold_gates(work, state, decisions)
         _slice_parameters(work, state, decisions)

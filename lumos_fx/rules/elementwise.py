@@ -114,6 +114,8 @@ _BINARY_FUNCTIONS = (
 _BINARY_METHODS = ("add", "sub", "mul", "div", "truediv", "pow", "add_", "sub_", "mul_", "div_",
                    "maximum", "minimum", "where", "lerp", "addcmul", "addcdiv", "masked_fill")
 REGISTRY.add(elementwise, functions=_BINARY_FUNCTIONS, methods=_BINARY_METHODS)
+# x.expand_as(other) broadcasts x to other's shape: its labels follow the same rule
+REGISTRY.add(elementwise, methods=("expand_as",), functions=(torch.broadcast_to,))
 
 
 @REGISTRY.functions(F.softmax, F.log_softmax, torch.softmax, torch.log_softmax)

@@ -35,7 +35,11 @@ _POOL_FUNCTIONS = (
     F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, F.adaptive_max_pool1d,
     F.adaptive_max_pool2d, F.adaptive_max_pool3d, F.lp_pool1d, F.lp_pool2d, F.interpolate,
     F.upsample, torch.max_pool1d, torch.max_pool2d, torch.avg_pool1d,
+    F.max_pool1d_with_indices, F.max_pool2d_with_indices, F.max_pool3d_with_indices,
+    F.adaptive_max_pool1d_with_indices, F.adaptive_max_pool2d_with_indices,
+    F.adaptive_max_pool3d_with_indices,
 )
+_UNPOOL_MODULES = (nn.MaxUnpool1d, nn.MaxUnpool2d, nn.MaxUnpool3d)
 
 
 def pool(ctx, node):
@@ -52,6 +56,25 @@ def pool(ctx, node):
 
 
 REGISTRY.add(pool, modules=_POOL_MODULES, functions=_POOL_FUNCTIONS)
+
+
+def unpool(ctx, node):
+    """``MaxUnpool(x, indices)``: indices address positions inside each channel's
+    plane, so the channels of ``x`` and ``indices`` (one group) pass through."""
+    x = pool(ctx, node)
+    indices = ctx.arg(node, 1, "indices")
+    index_labels = (ctx.of(indices) or {}).get(1)
+    if 1 in x and index_labels is not None:
+        ctx.unify(x[1], index_labels, f"{node.name}: unpooled with another tensor's indices")
+    elif 1 in x or index_labels is not None:
+        ctx.pin(x.get(1, index_labels), f"{node.name}: indices from unlabeled channels")
+    if len(node.args) > 2 or node.kwargs.get("output_size") is not None:
+        ctx.pin(x.get(1), f"{node.name}: explicit output_size")
+    return x
+
+
+REGISTRY.add(unpool, modules=_UNPOOL_MODULES, functions=(F.max_unpool1d, F.max_unpool2d,
+                                                         F.max_unpool3d))
 
 _ZERO_INVARIANT = ("sum",)
 _MEANS = ("mean",)

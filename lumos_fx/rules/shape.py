@@ -27,6 +27,33 @@ from torch import fx, nn
 from .registry import REGISTRY
 
 
+class SizeOf:
+    """The labels of a tensor whose ``.shape``/``.size()`` was taken."""
+
+    def __init__(self, labels: dict):
+        self.labels = labels
+
+
+class ChannelCount:
+    """A channel count the program read (``c = x.shape[1]``). As a ``view``/``reshape``
+    size it is fine: it is read again at run time, after pruning, and those rules
+    map labels by shape. Any other use pins it (see ``reads_sizes``)."""
+
+    def __init__(self, labels):
+        self.labels = {0: labels}
+
+
+def reads_sizes(rule):
+    """Mark a rule whose op may take read channel counts as arguments."""
+    rule.reads_sizes = True
+    return rule
+
+
+def _dim_size(labels: SizeOf, dim: int):
+    lab = labels.labels.get(dim)
+    return ChannelCount(lab) if lab is not None else None
+
+
 def merge_labels(shape, labeled_dim: int, labels: np.ndarray) -> np.ndarray:
     """Labels of the dim made by flattening ``shape`` whose dim ``labeled_dim`` has ``labels``."""
     return labels[np.indices(shape)[labeled_dim].reshape(-1)]
@@ -93,6 +120,7 @@ def _aligned_groups(src, dst):
 
 @REGISTRY.functions(torch.reshape)
 @REGISTRY.methods("view", "reshape")
+@reads_sizes
 def view(ctx, node):
     """A view that merges dims acts like flatten; one that splits a channel dim pins it."""
     x = ctx.of(node.args[0]) or {}
@@ -220,22 +248,13 @@ def _unify_other_dims(ctx, node, tensors, skip=None) -> dict:
     return out
 
 
-class SizeOf:
-    """The labels of a tensor whose ``.shape``/``.size()`` was taken."""
-
-    def __init__(self, labels: dict):
-        self.labels = labels
-
-
 @REGISTRY.methods("size")
 def size(ctx, node):
     x = ctx.of(node.args[0]) or {}
     dim = ctx.arg(node, 1, "dim")
     if dim is None:
         return SizeOf(x)
-    rank = len(ctx.shape(node.args[0]))
-    ctx.pin(x.get(dim % rank), f"{node.name}: the program reads a channel count")
-    return None
+    return _dim_size(SizeOf(x), dim % len(ctx.shape(node.args[0])))
 
 
 @REGISTRY.functions(getattr)
@@ -259,11 +278,14 @@ def getitem(ctx, node):
     source, index = node.args
     labels = ctx.of(source)
     if isinstance(labels, SizeOf):
+        rank = len(ctx.shape(source.args[0]))
         if isinstance(index, int):
-            ctx.pin(labels.labels.get(index % len(ctx.shape(source.args[0]))),
-                    f"{node.name}: the program reads a channel count")
-        else:
-            ctx.pin_value(labels.labels, f"{node.name}: the program reads channel counts")
+            return _dim_size(labels, index % rank)
+        if isinstance(index, slice):        # x.shape[2:]: only the dims it names
+            dims = range(rank)[index]
+            sub = {i: labels.labels[d] for i, d in enumerate(dims) if d in labels.labels}
+            return SizeOf(sub) if sub else None
+        ctx.pin_value(labels.labels, f"{node.name}: the program reads channel counts")
         return None
     if isinstance(labels, (tuple, list)):
         return labels[index] if isinstance(index, int) else None
@@ -334,7 +356,7 @@ def split(ctx, node):
     return tuple({**rest, dim: x[dim][a:b]} for a, b in zip(bounds, bounds[1:]))
 
 
-@REGISTRY.methods("expand", "expand_as", "repeat")
+@REGISTRY.methods("expand", "repeat")
 def expand(ctx, node):
     """Expanding size-1 dims keeps channels; literal sizes on a channel dim pin it."""
     x = ctx.of(node.args[0]) or {}

@@ -134,3 +134,18 @@ def test_all_inputs_closed_warns_and_report_agrees_with_the_extracted_model():
         report = lumos.report(gated)
     inputs = next(g for g in report.groups if g.kind == "input")
     assert inputs.kept == len(report.kept_features["input"]) == inputs.inert
+
+
+def test_round_to_rounds_channel_widths_up_and_stays_exact():
+    model = nn.Sequential(nn.Linear(5, 20), nn.ReLU(), nn.Linear(20, 12), nn.ReLU(), nn.Linear(12, 1))
+    gated = lumos.compile(model, example_inputs=(torch.randn(3, 5),))
+    with torch.no_grad():
+        lumos.gates(gated)["m0"].log_alpha[:11] = -6.0        # 9 of 20 open
+        lumos.gates(gated)["m2"].log_alpha[:4] = -6.0         # 8 of 12 open
+        lumos.gates(gated)["input"].log_alpha[:2] = -6.0      # inputs are never rounded
+    pruned = lumos.extract(gated, round_to=8)
+    assert pruned.get_submodule("0").weight.shape == (16, 3)
+    assert pruned.get_submodule("2").weight.shape == (8, 16)
+    assert lumos.verify(gated, pruned, (torch.randn(6, 5),)) < 1e-6
+    with pytest.raises(lumos.InputError, match="round_to"):
+        lumos.extract(gated, round_to=0)

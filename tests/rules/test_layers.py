@@ -75,6 +75,7 @@ def test_shared_module_called_twice_prunes_consistently():
             h = torch.relu(self.inp(x))
             return self.out(self.shared(torch.relu(self.shared(h))))
 
+    torch.manual_seed(1)
     gated = lumos.compile(Shared(), example_inputs=(torch.randn(2, 3),))
     for gate in lumos.gates(gated).values():
         with torch.no_grad():

@@ -78,3 +78,57 @@ def test_chunk_on_channels_becomes_split_with_kept_sizes(closed):
     pruned = lumos.extract(gated)
     assert lumos.verify(gated, pruned, (torch.randn(7, 4),)) < 1e-6
     assert pruned.fc.out_features == 6 - len(closed)
+
+
+class _Skips(nn.Module):
+    """The idioms that used to pin needlessly: each keeps conv ``a`` prunable."""
+
+    def __init__(self, kind):
+        super().__init__()
+        self.kind = kind
+        self.a = nn.Conv2d(3, 8, 3, padding=1)
+        self.b = nn.Conv2d(8, 8, 3, stride=2, padding=1)
+        self.fc = nn.Linear(8, 8)
+        self.unpool = nn.MaxUnpool2d(2)
+        self.out = nn.Conv2d(16 if kind == "interpolate" else 8, 4, 1)
+
+    def forward(self, x):
+        h = torch.relu(self.a(x))
+        if self.kind == "interpolate":      # UNet decoders size to the skip
+            up = torch.nn.functional.interpolate(torch.relu(self.b(h)), size=h.shape[2:])
+            return self.out(torch.cat([up, h], 1))
+        if self.kind == "pool_indices":
+            pooled, indices = torch.nn.functional.max_pool2d(h, 2, return_indices=True)
+            return self.out(self.unpool(pooled, indices))
+        if self.kind == "expand_as":        # squeeze-and-excitation written with expand_as
+            w = torch.sigmoid(self.fc(h.mean((2, 3))))[:, :, None, None]
+            return self.out(h * w.expand_as(h))
+        b, c, hh, ww = h.size()             # sizes read from the tensor
+        return self.out(h.view(b, c, hh * ww).mean(-1)[:, :, None, None])
+
+
+@pytest.mark.parametrize("kind", ["interpolate", "pool_indices", "expand_as", "view_sizes"])
+def test_common_idioms_do_not_pin_channels(kind):
+    gated = lumos.compile(_Skips(kind), example_inputs=(torch.randn(2, 3, 8, 8),))
+    assert "a" in lumos.gates(gated), lumos.report(gated)
+    with torch.no_grad():
+        lumos.gates(gated)["a"].log_alpha[::2] = -6.0
+    pruned = lumos.extract(gated)
+    assert pruned.get_submodule("a").out_channels == 4
+    assert lumos.verify(gated, pruned, (torch.randn(3, 3, 8, 8),)) < 1e-6
+
+
+def test_a_channel_count_used_in_arithmetic_pins():
+    class Arith(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 8, 1)
+            self.fc = nn.Linear(8, 2)
+
+        def forward(self, x):
+            h = self.a(x)
+            return self.fc(h.sum((2, 3))) / h.shape[1]
+
+    gated = lumos.compile(Arith(), example_inputs=(torch.randn(2, 3, 4, 4),))
+    assert "a" not in lumos.gates(gated)
+    assert "channel count" in str(lumos.report(gated))

@@ -155,7 +155,8 @@ def penalty(gated: nn.Module) -> torch.Tensor:
     return state.lam * params / module.lumos_cost.total_params
 
 
-def extract(gated: nn.Module, *, inputs: str = "full", round_to: int = 1, check: bool = True):
+def extract(gated: nn.Module, *, inputs: str = "full", round_to: int = 1,
+            fill_budget: bool = False, check: bool = True):
     """The physically smaller model, exact against ``gated.eval()``.
 
     Args:
@@ -165,6 +166,9 @@ def extract(gated: nn.Module, *, inputs: str = "full", round_to: int = 1, check:
         round_to: round every channel group's kept width up to a multiple of this
             (8 or 16 suit CPU/GPU kernels); the extra channels are the strongest
             closed ones and carry gate value 0, so the result stays exact.
+        fill_budget: for a model compiled with ``budget=``: if training closed more
+            than the budget asked, keep the strongest closed channels (gate value 0,
+            so still exact) up to the budget, as capacity for a fine-tune.
         check: verify exactness on the example inputs (raises ExactnessError).
     """
     if inputs not in ("full", "kept"):
@@ -172,7 +176,13 @@ def extract(gated: nn.Module, *, inputs: str = "full", round_to: int = 1, check:
     if not isinstance(round_to, int) or round_to < 1:
         raise InputError(f"round_to must be a positive int, got {round_to!r}")
     state = state_of(gated)
-    pruned = shrink(gated, inputs, round_to)
+    fill_to = None
+    if fill_budget:
+        controller = getattr(unwrap(gated), "lumos_budget", None)
+        if controller is None:
+            raise InputError("fill_budget needs a model compiled with budget=...")
+        fill_to = (controller.budget.metric, controller.budget.target)
+    pruned = shrink(gated, inputs, round_to, fill_to)
     if check:
         verify(gated, pruned, state.example_inputs, rtol=1e-4)
     return pruned

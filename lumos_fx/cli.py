@@ -1,12 +1,14 @@
 """The ``lumos-fx`` command line.
 
 ``lumos-fx demo`` trains, prunes, verifies and exports the built-in SciML
-surrogate (see :mod:`lumos_fx.demo`) and prints the report; ``lumos-fx version``
-prints the version.
+surrogate (see :mod:`lumos_fx.demo`) and prints the report; ``lumos-fx bench``
+runs the benchmark suite (``benchmarks/``, same options as ``python -m
+benchmarks``); ``lumos-fx version`` prints the version.
 
 Example::
 
     $ lumos-fx demo --steps 1500 --out lumos_demo_out
+    $ lumos-fx bench cfd --quick
     $ lumos-fx version
     lumos-fx 0.1.0
 """
@@ -50,11 +52,28 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--device", default="cpu", help="torch device (default cpu)")
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
+    sub.add_parser(
+        "bench", add_help=False,
+        help="run the SciML benchmark suite (lumos-fx bench --help; needs the [bench] extra "
+             "for peers and plots)")
     sub.add_parser("version", help="print the lumos-fx version")
     return parser
 
 
+def _bench(argv: list[str]) -> int:
+    try:
+        from benchmarks.cli import main as bench_main
+    except ImportError:
+        print("lumos-fx bench: the benchmarks package is not installed; run it from a source "
+              "checkout installed with pip install -e \".[bench]\"", file=sys.stderr)
+        return 2
+    return bench_main(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:          # the benchmark CLI parses its own options
+        return _bench(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "version":
         print(f"lumos-fx {_version()}")

@@ -165,3 +165,23 @@ def test_extraction_lands_within_two_points_of_budget(budget):
     pruned = lumos.extract(gated)                        # checks exactness too
     status = lumos.budget_status(gated, pruned)
     assert abs(status.error) <= 0.02, str(status)
+
+
+def test_fill_budget_gives_back_closed_channels_up_to_the_target():
+    model = _mlp()
+    gated = lumos.compile(model, example_inputs=(torch.randn(4, 16),), budget=0.5)
+    with torch.no_grad():
+        for key, gate in lumos.gates(gated).items():
+            if key != "input":
+                gate.log_alpha.copy_(torch.linspace(-6.0, 6.0, gate.size)[torch.randperm(gate.size)])
+                gate.log_alpha[: gate.size * 3 // 4] = -6.0
+    plain = lumos.extract(gated)
+    filled = lumos.extract(gated, fill_budget=True)
+    total = sum(p.numel() for p in model.parameters())
+    plain_fraction = sum(p.numel() for p in plain.parameters()) / total
+    filled_fraction = sum(p.numel() for p in filled.parameters()) / total
+    assert plain_fraction < 0.3
+    assert 0.45 <= filled_fraction <= 0.5
+    assert lumos.verify(gated, filled, (torch.randn(7, 16),)) < 1e-6
+    with pytest.raises(lumos.InputError, match="fill_budget"):
+        lumos.extract(lumos.compile(model, example_inputs=(torch.randn(4, 16),)), fill_budget=True)

@@ -46,3 +46,11 @@ def test_bad_usage_exits_with_argparse_error():
     with pytest.raises(SystemExit) as info:
         main([])
     assert info.value.code == 2
+
+
+def test_bench_subcommand_hands_its_options_to_the_benchmark_cli(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--quick" in out and "cosmoflow" in out

@@ -47,7 +47,8 @@ class Decisions:
     through one per-atom array built once, so a lookup costs O(len(labels)).
     """
 
-    def __init__(self, gated: fx.GraphModule, state: LumosState, round_to: int = 1):
+    def __init__(self, gated: fx.GraphModule, state: LumosState, round_to: int = 1,
+                 fill_to: tuple[str, float] | None = None):
         self.group_of, self.channel_of = state.plan.channels.atom_table()
         self.keep: dict[int, np.ndarray] = {}
         self.value: dict[int, np.ndarray] = {}
@@ -70,6 +71,8 @@ class Decisions:
                 lab for spec in state.plan.params.values() for d in spec.dims
                 for lab in spec.label_sets(d)]:
             self._keep_one(labels)
+        if fill_to is not None:
+            self._fill(gated, state, *fill_to)
         if round_to > 1:
             self._round_up(state, round_to)
 
@@ -92,6 +95,43 @@ class Decisions:
         for gid, start in enumerate(self._offset.tolist()):
             if start >= 0 and start <= best < start + len(self.keep[gid]):
                 self.keep[gid][best - start] = True
+
+    def _reopenable(self, state: LumosState) -> np.ndarray:
+        """Flat slots of closed channels of channel groups (never inputs or positions)."""
+        groups = state.plan.channels.groups()
+        slots = [self._offset[gid] + np.flatnonzero(~keep) for gid, keep in self.keep.items()
+                 if all(space.kind == "producer" for space in groups[gid].spaces)]
+        return np.concatenate(slots) if slots else np.zeros(0, dtype=np.int64)
+
+    def _fill(self, gated, state: LumosState, metric: str, target: float) -> None:
+        """Keep the strongest closed channels (gate value 0: still exact) while the
+        extracted model stays within ``target`` (a fraction of ``metric``): a run that
+        overshot its budget gets back the capacity it may use, e.g. in a fine-tune."""
+        cost = gated.lumos_cost
+        which, total = (0, cost.total_params) if metric == "params" else (1, cost.total_flops)
+        candidates = self._reopenable(state)
+        candidates = candidates[np.argsort(-self._flat_score[candidates], kind="stable")]
+
+        def fraction(count: int) -> float:
+            keep = self._flat_keep.copy()
+            keep[candidates[:count]] = True
+            q = {state.keys[gid]: torch.as_tensor(keep[start:start + len(self.keep[gid])],
+                                                  dtype=torch.float64)
+                 for gid, start in enumerate(self._offset.tolist()) if start >= 0}
+            with torch.no_grad():
+                return float(cost.evaluate(cost.slots(q).to(cost.weights.dtype))[which]) / total
+
+        low, high = 0, len(candidates)          # the largest count that stays within target
+        if fraction(0) > target:
+            return
+        while low < high:
+            mid = (low + high + 1) // 2
+            low, high = (mid, high) if fraction(mid) <= target else (low, mid - 1)
+        opened = candidates[:low]
+        self._flat_keep[opened] = True
+        for gid, start in enumerate(self._offset.tolist()):
+            if start >= 0:
+                self.keep[gid] |= self._flat_keep[start:start + len(self.keep[gid])]
 
     def _round_up(self, state: LumosState, multiple: int) -> None:
         """Keep the strongest closed channels until every channel group's width is a
@@ -297,12 +337,14 @@ def _select_inputs(gm, state, decisions, mode: str) -> dict[str, list[int]]:
     return kept_inputs
 
 
-def shrink(gated: nn.Module, inputs: str = "full", round_to: int = 1) -> fx.GraphModule:
+def shrink(gated: nn.Module, inputs: str = "full", round_to: int = 1,
+           fill_to: tuple[str, float] | None = None) -> fx.GraphModule:
     """Return the extracted model; ``inputs`` is ``"full"`` or ``"kept"``; channel
-    group widths are rounded up to a multiple of ``round_to``."""
+    group widths are rounded up to a multiple of ``round_to``; ``fill_to=(metric,
+    fraction)`` keeps closed channels back up to that size."""
     state = state_of(gated)
     work = copy.deepcopy(unwrap(gated)).eval()
-    decisions = Decisions(work, state, round_to)
+    decisions = Decisions(work, state, round_to, fill_to)
     with torch.no_grad():
         silent = _fold_gates(work, state, decisions)
         _slice_parameters(work, state, decisions)

@@ -258,6 +258,16 @@ def write(out: Path, recs: list[dict] | None = None) -> Path:
     return path
 
 
+def _budget_row(rec: dict, lum: dict) -> list:
+    """One row of the budget-sensitivity table: a workload's S2 run at its budget."""
+    peers = {k: r["metric"] for k, r in rec.get("peers", {}).items() if "metric" in r}
+    m = rec["metric"]
+    return [rec["title"], f"{rec['budget']:g}", _fmt(rec["baseline"]["metric"], m),
+            f"{100 * lum['param_reduction']:.1f}%", _fmt(lum["metric"], m),
+            f"{100 * lum['relative_metric_loss']:+.2f}%",
+            ", ".join(f"{k} {_fmt(v, m)}" for k, v in peers.items()) or "-"]
+
+
 def _budget_sweep(out: Path, recs: list[dict]) -> list[str]:
     """Rows for runs at other budgets kept in ``<out>/budget_*/`` (same workloads, same seed)."""
     rows = []
@@ -268,21 +278,11 @@ def _budget_sweep(out: Path, recs: list[dict]) -> list[str]:
             lum = rec.get("lumos", {}).get("s2", {})
             if "metric" not in lum:
                 continue
-            peers = {k: r["metric"] for k, r in rec.get("peers", {}).items() if "metric" in r}
-            m = rec["metric"]
-            rows.append([rec["title"], f"{rec['budget']:g}", _fmt(rec["baseline"]["metric"], m),
-                         f"{100 * lum['param_reduction']:.1f}%", _fmt(lum["metric"], m),
-                         f"{100 * lum['relative_metric_loss']:+.2f}%",
-                         ", ".join(f"{k} {_fmt(v, m)}" for k, v in peers.items()) or "-"])
+            rows.append(_budget_row(rec, lum))
     for rec in recs:
         lum = rec.get("lumos", {}).get("s2", {})
         if rows and "metric" in lum and any(r[0] == rec["title"] for r in rows):
-            peers = {k: r["metric"] for k, r in rec.get("peers", {}).items() if "metric" in r}
-            m = rec["metric"]
-            rows.append([rec["title"], f"{rec['budget']:g}", _fmt(rec["baseline"]["metric"], m),
-                         f"{100 * lum['param_reduction']:.1f}%", _fmt(lum["metric"], m),
-                         f"{100 * lum['relative_metric_loss']:+.2f}%",
-                         ", ".join(f"{k} {_fmt(v, m)}" for k, v in peers.items()) or "-"])
+            rows.append(_budget_row(rec, lum))
     if not rows:
         return []
     rows.sort(key=lambda r: (r[0], float(r[1])))

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tests.models.zoo import _randn, randomize_norms
+from tests.models.zoo import _factory, _randn
 
 
 def conv_bn_act(c_in: int, c_out: int, k: int = 3, stride: int = 1, groups: int = 1,
@@ -342,14 +342,6 @@ class FeatureMapNet(nn.Module):
         return self.head(self.block(self.stem(x)))
 
     make_input = staticmethod(_image(3, 8))
-
-
-def _factory(cls):
-    def make():
-        torch.manual_seed(0)
-        return randomize_norms(cls())
-    make.__name__ = f"make_{cls.__name__}"
-    return make
 
 
 _CLASSES = {

@@ -185,3 +185,21 @@ def test_fill_budget_gives_back_closed_channels_up_to_the_target():
     assert lumos.verify(gated, filled, (torch.randn(7, 16),)) < 1e-6
     with pytest.raises(lumos.InputError, match="fill_budget"):
         lumos.extract(lumos.compile(model, example_inputs=(torch.randn(4, 16),)), fill_budget=True)
+
+
+def test_fill_budget_also_reopens_flattened_positions():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(4 * 6 * 6, 16), nn.ReLU(), nn.Linear(16, 1))
+    gated = lumos.compile(model, example_inputs=(torch.randn(2, 2, 6, 6),), budget=0.5)
+    positions = [k for k in lumos.gates(gated) if k not in ("input", "m0", "m3")]
+    with torch.no_grad():
+        for key in positions:
+            gate = lumos.gates(gated)[key]
+            gate.log_alpha[: gate.size * 9 // 10] = -8.0
+    narrow = lumos.extract(gated).get_submodule("3").in_features
+    filled = lumos.extract(gated, fill_budget=True)
+    total = sum(p.numel() for p in model.parameters())
+    assert filled.get_submodule("3").in_features > narrow
+    assert 0.45 <= sum(p.numel() for p in filled.parameters()) / total <= 0.5
+    assert lumos.verify(gated, filled, (torch.randn(3, 2, 6, 6),)) < 1e-6

@@ -97,10 +97,10 @@ class Decisions:
                 self.keep[gid][best - start] = True
 
     def _reopenable(self, state: LumosState) -> np.ndarray:
-        """Flat slots of closed channels of channel groups (never inputs or positions)."""
+        """Flat slots of closed channels and flattened positions (never input features)."""
         groups = state.plan.channels.groups()
         slots = [self._offset[gid] + np.flatnonzero(~keep) for gid, keep in self.keep.items()
-                 if all(space.kind == "producer" for space in groups[gid].spaces)]
+                 if all(space.kind != "input" for space in groups[gid].spaces)]
         return np.concatenate(slots) if slots else np.zeros(0, dtype=np.int64)
 
     def _fill(self, gated, state: LumosState, metric: str, target: float) -> None:

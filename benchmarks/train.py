@@ -7,6 +7,7 @@ their sparsity regulariser (torch-pruning's ``pruner.regularize``).
 """
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from typing import Callable
@@ -115,8 +116,11 @@ def compile_gated(spec: Spec, model: nn.Module, data: Data, budget: float, steps
     """
     model = model.to(device)
     example = (data.x_train[:8].float().to(device),)
+    # gate_inputs=False: no input gate on any of the model's arguments (images whose few
+    # channels are all needed; a closed one-channel input would make the model constant)
+    arguments = inspect.signature(model.forward).parameters
     kwargs = {"feature_names": data.feature_names} if spec.gate_inputs else {
-        "input_dims": {"input": None}}
+        "input_dims": {name: None for name in arguments}}
     if spec.gate_inputs and data.feature_names is None:
         kwargs = {}
     warmup = max(int(0.4 * steps), 1)

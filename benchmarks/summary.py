@@ -120,7 +120,7 @@ def _peer_cells(rec: dict) -> tuple[list[str], str | None]:
             cells.append(f"{100 * r['param_reduction']:.1f}% / {_fmt(r['metric'], m)}{short}")
             better = best is None or (r["metric"] > best if rec["higher_is_better"]
                                       else r["metric"] < best)
-            if better:
+            if better and r.get("reached_target", True):   # a larger model does not compete
                 best, best_name = r["metric"], name
         elif "skipped" in r:
             cells.append("n/a")

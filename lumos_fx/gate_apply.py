@@ -9,7 +9,7 @@ Example::
 
     >>> import torch
     >>> from lumos_fx.gate_apply import GateApply
-    >>> apply = GateApply(dim=1, rank=2, index=torch.tensor([0, 2, 1, 3]))
+    >>> apply = GateApply(dim=1, rank=2, index=torch.tensor([0, 2, 1, 4]))   # 4: no gate
     >>> apply(torch.ones(1, 4), torch.tensor([0.5, 0.0]), torch.tensor([1.0, 0.25])).tolist()
     [[0.5, 1.0, 0.0, 1.0]]
 """

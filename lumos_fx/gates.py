@@ -24,7 +24,7 @@ Example::
     ...     gate.log_alpha[1] = -5.0
     >>> gate.eval()().tolist()
     [1.0, 0.0, 1.0, 1.0]
-    >>> round(float(gate.open_probability()[0]), 3)
+    >>> round(float(gate.open_probability()[0].detach()), 3)
     0.984
 """
 from __future__ import annotations

@@ -23,7 +23,7 @@ Example::
     >>> gated = lumos.compile(model, example_inputs=(torch.randn(3, 4),))
     >>> with torch.no_grad():
     ...     lumos.gates(gated)["m0"].log_alpha[:5] = -6.0
-    >>> lumos.extract(gated)[0]
+    >>> lumos.extract(gated).get_submodule("0")
     Linear(in_features=4, out_features=3, bias=True)
 """
 from __future__ import annotations

@@ -180,6 +180,10 @@ def fit(spec: Spec, model: nn.Module, data: Data, epochs: float, *, lr: float | 
             task = lossf(out, yb)
             loss = task + penalty() if gated else task
             opt.zero_grad(set_to_none=True)
+            if not loss.requires_grad:     # a model pruned to a constant has nothing to train
+                model.eval()
+                return {"steps": step, "epochs": epochs, "seconds": time.perf_counter() - start,
+                        "task_loss": task.item(), "note": "nothing trainable reaches the loss"}
             loss.backward()
             if after_backward is not None:
                 after_backward(model)

@@ -39,10 +39,10 @@ class _HardConcreteSample(torch.autograd.Function):
     @staticmethod
     def forward(ctx, config: GateConfig, sizes: list[int], *log_alphas: torch.Tensor):
         c = config
-        log_alpha = torch.cat(log_alphas)
+        log_alpha = torch.cat(log_alphas).clamp_(-c.log_alpha_limit, c.log_alpha_limit)
         u = torch.rand_like(log_alpha)
         s = u.div(1.0 - u).log_()                   # logistic noise log(u / (1 - u))
-        s = s.add_(log_alpha.clamp(-c.log_alpha_limit, c.log_alpha_limit)).div_(c.beta).sigmoid_()
+        s = s.add_(log_alpha).div_(c.beta).sigmoid_()
         z = s * (c.zeta - c.gamma) + c.gamma
         lower, upper = _frozen_thresholds(c)
         free = (log_alpha >= lower) & (log_alpha <= upper)

@@ -45,3 +45,18 @@ def test_eval_bank_is_each_gates_deterministic_value():
     bank = _bank().eval()
     for z, gate in zip(bank(), bank.values()):
         torch.testing.assert_close(z, gate.deterministic())
+
+
+def test_fused_sample_follows_a_custom_clamp_like_a_single_gate():
+    config = GateConfig(log_alpha_limit=1.0)   # inside the frozen region: clamp before Eq. 1
+    bank = GateBank({"a": HardConcreteGate(8, config), "b": HardConcreteGate(8, config)}).train()
+    with torch.no_grad():
+        bank["a"].log_alpha.fill_(-100.0)
+        bank["b"].log_alpha.fill_(100.0)
+    torch.manual_seed(1)
+    fused = torch.cat(bank())
+    torch.manual_seed(1)
+    u = torch.rand(16)
+    expected = _reference(torch.cat([bank["a"].log_alpha, bank["b"].log_alpha]).detach(), u, config)
+    torch.testing.assert_close(fused.detach(), expected)
+    assert 0 < int((fused > 0).sum()) < 16

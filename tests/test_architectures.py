@@ -16,7 +16,7 @@ import torch
 
 import lumos_fx as lumos
 from tests.models.architectures import ARCHITECTURES, FEATURE_MAP_OUTPUTS
-from tests.test_exactness_zoo import _n_params, _randomize_gates, _rel_err
+from tests.test_exactness_zoo import _n_params, _rel_err, randomize_gates
 
 EXAMPLE_BATCH = 4
 CHECK_BATCH = 3
@@ -37,7 +37,7 @@ def _build(name):
 def _gated(name, seed=0):
     model, x, inputs = _build(name)
     gated = lumos.compile(model, example_inputs=(x,))
-    closed, total = _randomize_gates(gated, seed)
+    closed, total = randomize_gates(gated, seed)
     assert 0 < closed < total
     return model, gated, x, inputs
 

@@ -35,8 +35,10 @@ def _rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
     return float((out - ref).abs().max() / scale)
 
 
-def _randomize_gates(gated: torch.nn.Module, seed: int = 0) -> tuple[int, int]:
-    """Uniform log_alpha in [-6, 6]; every gate keeps at least one channel open.
+def randomize_gates(gated: torch.nn.Module, seed: int = 0, close_whole: float = 0.0,
+                    keep_one_open: bool = True) -> tuple[int, int]:
+    """Uniform log_alpha in [-6, 6]; with ``keep_one_open`` every gate keeps one channel
+    open, and with probability ``close_whole`` a gate is closed entirely (every entry -8).
 
     Returns ``(closed, total)`` channel counts over all gates.
     """
@@ -46,7 +48,10 @@ def _randomize_gates(gated: torch.nn.Module, seed: int = 0) -> tuple[int, int]:
         for gate in lumos.gates(gated).values():
             la = gate.log_alpha
             values = torch.rand(la.shape, generator=g, dtype=torch.float64) * 12.0 - 6.0
-            values[int(torch.randint(la.numel(), (1,), generator=g))] = 6.0
+            if keep_one_open:
+                values[int(torch.randint(la.numel(), (1,), generator=g))] = 6.0
+            if close_whole and float(torch.rand((), generator=g)) < close_whole:
+                values.fill_(-8.0)
             la.copy_(values.to(la.dtype))
             closed += int((la <= -2.4).sum())
             total += la.numel()
@@ -91,7 +96,7 @@ def test_compile_is_exact_at_init(zoo_entry):
 def _pruned(zoo_entry, seed: int = 0):
     model, x, make_input = _build(zoo_entry)
     gated = lumos.compile(model, example_inputs=(x,))
-    closed, total = _randomize_gates(gated, seed)
+    closed, total = randomize_gates(gated, seed)
     assert closed > 0 and closed < total
     return model, gated, x, make_input
 

@@ -36,7 +36,7 @@ from hypothesis import strategies as st
 
 import lumos_fx as lumos
 from tests.models.structures import STRUCTURES, Head, InputSkip, ProgramNet, programs
-from tests.test_exactness_zoo import _n_params, _rel_err
+from tests.test_exactness_zoo import _n_params, _rel_err, randomize_gates
 
 EXAMPLE_BATCH = 4
 CHECK_BATCH = 3
@@ -58,23 +58,6 @@ EXCLUDE = tuple(k for k in os.environ.get("LUMOS_STRUCTURES_EXCLUDE", "").split(
 
 
 # --------------------------------------------------------------------------- helpers
-def randomize_gates(gated, seed: int, close_whole: float = 0.0) -> tuple[int, int]:
-    """``log_alpha`` uniform in [-6, 6]; with probability ``close_whole`` a gate is
-    closed entirely (every entry -8). Returns ``(closed, total)`` channel counts."""
-    g = torch.Generator().manual_seed(seed)
-    closed = total = 0
-    with torch.no_grad():
-        for gate in lumos.gates(gated).values():
-            la = gate.log_alpha
-            values = torch.rand(la.shape, generator=g, dtype=torch.float64) * 12.0 - 6.0
-            if float(torch.rand((), generator=g)) < close_whole:
-                values.fill_(-8.0)
-            la.copy_(values.to(la.dtype))
-            closed += int((la <= -2.4).sum())
-            total += la.numel()
-    return closed, total
-
-
 def build(program, head, seed: int = 0):
     model = ProgramNet(program, head, seed=seed).double().eval()
     x = ProgramNet.make_input(EXAMPLE_BATCH, seed=1).double()
@@ -137,7 +120,7 @@ def test_random_architectures_exact(spec, weight_seed, gate_seed, close_whole):
     if gated is None:
         return
     check_open_gates_equal(model, gated, x)
-    randomize_gates(gated, gate_seed, close_whole)
+    randomize_gates(gated, gate_seed, close_whole, keep_one_open=False)
     pruned = check_extract_exact(model, gated)
     check_export(pruned, x)
 
@@ -152,7 +135,7 @@ def test_structure_exact(name):
     if gated is None:
         pytest.skip("compile raised a LumosError")
     check_open_gates_equal(model, gated, x)
-    randomize_gates(gated, seed=11)
+    randomize_gates(gated, seed=11, keep_one_open=False)
     pruned = check_extract_exact(model, gated)
     check_export(pruned, x)
 
@@ -171,7 +154,7 @@ def structure_status(name: str) -> tuple[str, str]:
         gated = lumos.compile(model, example_inputs=(x,))
     except lumos.LumosError as err:
         return "error", f"{type(err).__name__}: {err}"
-    randomize_gates(gated, seed=11)
+    randomize_gates(gated, seed=11, keep_one_open=False)
     rep = lumos.report(gated)
     prefixes = ("body.blocks.0.", "head.") if name.startswith("head_") else \
         ("body.blocks.0.", "body.blocks.1.")

@@ -43,30 +43,26 @@ from .codegen import rewrite_literals
 class Decisions:
     """Per-channel keep/gate-value decisions of every group, by atom.
 
-    ``keep``/``value`` hold each gated group's arrays by group index; lookups go
-    through one per-atom array built once, so a lookup costs O(len(labels)).
+    All gated channels live in flat arrays (value, keep, score; one slot per gated
+    channel plus a last "no gate" slot), so a lookup costs O(len(labels)).
+    ``keep``/``value`` give each gated group's part of them by group index (views).
     """
 
     def __init__(self, gated: fx.GraphModule, state: LumosState, round_to: int = 1,
                  fill_to: tuple[str, float] | None = None):
         self.group_of, self.channel_of = state.plan.channels.atom_table()
-        self.keep: dict[int, np.ndarray] = {}
-        self.value: dict[int, np.ndarray] = {}
-        scores = {}
-        for gid, key in state.keys.items():
-            gate = gated.lumos_gates[key]
-            z = gate.deterministic().detach().cpu().double().numpy()
-            self.keep[gid], self.value[gid] = z > 0, z
-            scores[gid] = gate.log_alpha.detach().cpu().double().numpy()
+        gates = {gid: gated.lumos_gates[key] for gid, key in state.keys.items()}
+        values = [g.deterministic().detach().cpu().double().numpy() for g in gates.values()]
+        sizes = [len(v) for v in values]
         self._offset = np.full(int(self.group_of.max(initial=-1)) + 1, -1, dtype=np.int64)
-        start = 0
-        for gid, z in self.value.items():
-            self._offset[gid] = start
-            start += len(z)
-        self._flat_value = np.concatenate([*self.value.values(), np.ones(1)])
+        self._offset[list(gates)] = np.cumsum([0, *sizes[:-1]]).astype(np.int64)
+        self._ungated = sum(sizes)       # the slot of "no gate": value 1, kept
+        self._flat_value = np.concatenate([*values, np.ones(1)])
         self._flat_keep = self._flat_value > 0
-        self._flat_score = np.concatenate([*scores.values(), np.zeros(1)])
-        self._ungated = start          # the slot of "no gate": value 1, kept
+        self._flat_score = np.concatenate(
+            [*(g.log_alpha.detach().cpu().double().numpy() for g in gates.values()), np.zeros(1)])
+        self.value = self._per_group(self._flat_value, state)
+        self.keep = self._per_group(self._flat_keep, state)
         for labels in [u.labels for u in state.plan.consumers] + [
                 lab for spec in state.plan.params.values() for d in spec.dims
                 for lab in spec.label_sets(d)]:
@@ -75,6 +71,12 @@ class Decisions:
             self._fill(gated, state, *fill_to)
         if round_to > 1:
             self._round_up(state, round_to)
+
+    def _per_group(self, flat: np.ndarray, state: LumosState) -> dict[int, np.ndarray]:
+        """Each gated group's slice of a flat array (views: writes go through)."""
+        groups = state.plan.channels.groups()
+        return {gid: flat[self._offset[gid]:self._offset[gid] + groups[gid].size]
+                for gid in state.keys}
 
     def _slots(self, labels: np.ndarray) -> np.ndarray:
         """Index into the flat gate arrays of every position (the ungated slot if none)."""
@@ -88,13 +90,8 @@ class Decisions:
         """No layer may end up with zero width: keep the strongest closed channel
         (its gate value 0 stays folded into the consumers, so this is exact)."""
         slots = self._slots(labels)
-        if not len(slots) or self._flat_keep[slots].any():
-            return
-        best = slots[np.argmax(self._flat_score[slots])]
-        self._flat_keep[best] = True
-        for gid, start in enumerate(self._offset.tolist()):
-            if start >= 0 and start <= best < start + len(self.keep[gid]):
-                self.keep[gid][best - start] = True
+        if len(slots) and not self._flat_keep[slots].any():
+            self._flat_keep[slots[np.argmax(self._flat_score[slots])]] = True
 
     def _reopenable(self, state: LumosState) -> np.ndarray:
         """Flat slots of closed channels and flattened positions (never input features)."""
@@ -113,11 +110,10 @@ class Decisions:
         candidates = candidates[np.argsort(-self._flat_score[candidates], kind="stable")]
 
         def fraction(count: int) -> float:
-            keep = self._flat_keep.copy()
-            keep[candidates[:count]] = True
-            q = {state.keys[gid]: torch.as_tensor(keep[start:start + len(self.keep[gid])],
-                                                  dtype=torch.float64)
-                 for gid, start in enumerate(self._offset.tolist()) if start >= 0}
+            keep = self._flat_keep.astype(np.float64)
+            keep[candidates[:count]] = 1.0
+            q = {state.keys[gid]: torch.from_numpy(part)
+                 for gid, part in self._per_group(keep, state).items()}
             with torch.no_grad():
                 return float(cost.evaluate(cost.slots(q).to(cost.weights.dtype))[which]) / total
 
@@ -127,11 +123,7 @@ class Decisions:
         while low < high:
             mid = (low + high + 1) // 2
             low, high = (mid, high) if fraction(mid) <= target else (low, mid - 1)
-        opened = candidates[:low]
-        self._flat_keep[opened] = True
-        for gid, start in enumerate(self._offset.tolist()):
-            if start >= 0:
-                self.keep[gid] |= self._flat_keep[start:start + len(self.keep[gid])]
+        self._flat_keep[candidates[:low]] = True
 
     def _round_up(self, state: LumosState, multiple: int) -> None:
         """Keep the strongest closed channels until every channel group's width is a
@@ -142,12 +134,9 @@ class Decisions:
             if any(space.kind != "producer" for space in groups[gid].spaces):
                 continue        # input features and flattened positions keep their count
             target = min(len(keep), -(-int(keep.sum()) // multiple) * multiple)
-            closed = np.flatnonzero(~keep)
-            start = self._offset[gid]
-            extra = closed[np.argsort(-self._flat_score[start + closed], kind="stable")]
-            extra = extra[:target - int(keep.sum())]
-            keep[extra] = True
-            self._flat_keep[start + extra] = True
+            closed = self._offset[gid] + np.flatnonzero(~keep)
+            extra = closed[np.argsort(-self._flat_score[closed], kind="stable")]
+            self._flat_keep[extra[:target - int(keep.sum())]] = True
 
     def kept(self, labels: np.ndarray) -> np.ndarray:
         """Indices of the positions of ``labels`` that survive."""

@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .weight_gates import gate_multiplier
+
 
 class GateApply(nn.Module):
     """``x * cat(z_1, ..., z_k, [1])[index]`` broadcast along ``dim``.
@@ -40,10 +42,8 @@ class GateApply(nn.Module):
         self.shape[dim] = -1
 
     def multiplier(self, *gates: torch.Tensor) -> torch.Tensor:
-        if self.identity and len(gates) == 1 and gates[0].numel() == self.index.numel():
-            return gates[0]
-        one = torch.ones(1, dtype=gates[0].dtype, device=gates[0].device)
-        return torch.cat([*gates, one])[self.index]
+        direct = self.identity and len(gates) == 1 and gates[0].numel() == self.index.numel()
+        return gate_multiplier(gates, None if direct else self.index)
 
     def forward(self, x: torch.Tensor, *gates: torch.Tensor) -> torch.Tensor:
         multiplier = self.multiplier(*gates)

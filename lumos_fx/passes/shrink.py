@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import fx, nn
 
+from ..weight_gates import ORIGINAL
 from ..rules import SIZE_ATTRIBUTES
 from ..state import LumosState, state_of, unwrap
 from .codegen import rewrite_literals
@@ -178,34 +179,46 @@ def _pruned_shape(node, decisions) -> list[int]:
 
 
 def _fold_gates(gm, state, decisions) -> dict[str, list[int]]:
-    """Multiply gate values into consumer weights; drop or constant-fold applies.
+    """Multiply gate values into consumer weights; drop or constant-fold applies;
+    turn weight-gated convolutions back into their original class.
 
     Returns the consumers whose whole input is gated to zero, each with the shape
     of its pruned input (taken now, before other rewrites replace that input).
     """
     folded, silent, shapes = set(), set(), {}
+
+    def fold(use, values, source) -> None:
+        if not values.any() and (use.labels >= 0).all():
+            silent.add(use.node)
+        shape = shapes.setdefault(use.node, _pruned_shape(source, decisions))
+        if use.within is not None:      # a position gate's index_select narrows the input
+            shape[use.dim] = len(_positions(use, decisions)[1])
+        owner, name, dim = use.fold
+        path = f"{owner}.{name}" if owner else name
+        if (path, use.within is None) not in folded:
+            module, _, weight = _get(gm, path)
+            view = [1] * weight.dim()
+            view[dim] = -1
+            scale = torch.as_tensor(values, dtype=weight.dtype, device=weight.device)
+            _set(module, name, weight, weight.detach() * scale.view(view))
+            folded.add((path, use.within is None))
+
     for node in list(gm.graph.nodes):
-        use_index = node.meta.get("lumos", {}).get("use") if node.op == "call_module" else None
-        if use_index is None or not str(node.target).startswith("lumos_apply."):
+        meta = node.meta.get("lumos", {}) if node.op == "call_module" else {}
+        if meta.get("weight_gate") is not None:
+            use = state.plan.consumers[meta["weight_gate"]]
+            fold(use, decisions.values(use.labels), node.args[0])
+            module = gm.get_submodule(node.target)
+            module.__class__ = ORIGINAL[type(module)]
+            node.args, node.kwargs = node.args[:1], {}
             continue
-        use = state.plan.consumers[use_index]
+        if meta.get("use") is None or not str(node.target).startswith("lumos_apply."):
+            continue
+        use = state.plan.consumers[meta["use"]]
         values = decisions.values(use.labels)
         source = node.args[0]
         if use.fold is not None:
-            if not values.any() and (use.labels >= 0).all():
-                silent.add(use.node)
-            shape = shapes.setdefault(use.node, _pruned_shape(source, decisions))
-            if use.within is not None:      # a position gate's index_select narrows the input
-                shape[use.dim] = len(_positions(use, decisions)[1])
-            owner, name, dim = use.fold
-            path = f"{owner}.{name}" if owner else name
-            if (path, use.within is None) not in folded:
-                module, _, weight = _get(gm, path)
-                shape = [1] * weight.dim()
-                shape[dim] = -1
-                scale = torch.as_tensor(values, dtype=weight.dtype, device=weight.device)
-                _set(module, name, weight, weight.detach() * scale.view(shape))
-                folded.add((path, use.within is None))
+            fold(use, values, source)
             node.replace_all_uses_with(_select_positions(gm, node, use, decisions)
                                        if use.within is not None else source)
         else:

@@ -45,9 +45,13 @@ def _seed(seed: int):
     np.random.seed(seed)
 
 
+DENSE_START = 0.3    # S1: fraction of its epochs trained before the penalty starts
+
+
 def _lumos_run(name, spec, data, start_model, epochs, post, budget, device, seed, bar,
                quick) -> dict:
-    steps = max(int(round(epochs * steps_per_epoch(spec, data))), 1)
+    dense = DENSE_START * epochs if name == "s1" else 0.0
+    steps = max(int(round((epochs - dense) * steps_per_epoch(spec, data))), 1)
     gated, penalty, mode = compile_gated(spec, start_model, data, budget, steps,
                                          controller_lr=0.2 if quick else 0.05, device=device)
     gated.to(device)
@@ -55,9 +59,11 @@ def _lumos_run(name, spec, data, start_model, epochs, post, budget, device, seed
     # a gate travels ~5 units of log_alpha to close; with few steps (small CNN data sets) it
     # needs a higher rate than the default to get there after the budget warm-up
     gate_lr = spec.quick_gate_lr if quick else max(spec.gate_lr, min(0.5, 15.0 / steps))
-    train = fit(spec, gated, data, epochs, lr=lr, penalty=penalty, device=device, seed=seed,
-                gate_lr=gate_lr, progress=bar,
-                desc=f"lumos {name}")
+    if dense:   # from scratch: learn the task before the budget starts closing gates
+        fit(spec, gated, data, dense, lr=lr, device=device, seed=seed + 5, gate_lr=gate_lr,
+            progress=bar, desc=f"lumos {name} dense start")
+    train = fit(spec, gated, data, epochs - dense, lr=lr, penalty=penalty, device=device,
+                seed=seed, gate_lr=gate_lr, progress=bar, desc=f"lumos {name}")
     out = {"budget_mode": mode, "gated_train_seconds": train["seconds"], "gated_epochs": epochs,
            "gate_lr": gate_lr, "gated_steps": steps}
     out["gated_metrics"] = evaluate(spec, gated, data, device=device)

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .gates import HardConcreteGate, clamp_straight_through
+from .gates import clamp_straight_through
 from .passes.build_groups import GroupPlan
 
 
@@ -156,14 +156,7 @@ class ExpectedCost(nn.Module):
     def _shared_config(self, gated: nn.Module):
         """The one GateConfig of all gates when they are all plain HardConcreteGates
         (then one fused formula serves them all), else None."""
-        gates = gated.lumos_gates
-        first = gates[self._order[0]].config if self._order else None
-        for key in self._order:
-            gate = gates[key]
-            if type(gate) is not HardConcreteGate or (gate.config is not first
-                                                      and gate.config != first):
-                return None
-        return first
+        return gated.lumos_gates.shared_config()
 
     def _open_probability(self, gated: nn.Module, config) -> torch.Tensor:
         if config is None:

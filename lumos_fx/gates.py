@@ -89,12 +89,8 @@ class HardConcreteGate(nn.Module):
 
     def open_probability(self) -> torch.Tensor:
         """``P(z != 0)`` per channel (paper Eq. 5); differentiable."""
-        return self.probability_of(self._clamped_log_alpha())
-
-    def probability_of(self, log_alpha: torch.Tensor) -> torch.Tensor:
-        """``P(z != 0)`` for given (clamped) ``log_alpha`` values under this gate's config."""
         c = self.config
-        return torch.sigmoid(log_alpha - c.beta * math.log(-c.gamma / c.zeta))
+        return torch.sigmoid(self._clamped_log_alpha() - c.beta * math.log(-c.gamma / c.zeta))
 
     def deterministic(self) -> torch.Tensor:
         """The eval-mode gate values."""

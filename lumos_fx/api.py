@@ -33,25 +33,18 @@ from .passes.insert_gates import insert_gates
 from .passes.shape_prop import propagate_shapes
 from .passes.shrink import shrink
 from .state import LumosState, state_of, unwrap
-from .tracer import trace
+from .capture import capture
+from .gated_module import GatedModule
+from .validate import (check_eval_identity as _check_eval_identity,
+                       check_example_inputs as _check_example_inputs,
+                       check_input_dims as _check_input_dims, check_lam as _check_lam,
+                       check_gates_finite, model_inputs)
 from .verify import verify
 
 DEFAULT_LAMBDA = 1.0
 
 
-def _check_example_inputs(example_inputs) -> tuple:
-    if example_inputs is None:
-        raise InputError(
-            "example_inputs is required: lumos_fx needs one batch to learn the tensor shapes, "
-            "e.g. lumos.compile(model, example_inputs=(x_batch,))")
-    if isinstance(example_inputs, torch.Tensor) or not isinstance(example_inputs, (tuple, list)):
-        raise InputError(
-            f"example_inputs must be a tuple of the model's positional inputs, got "
-            f"{type(example_inputs).__name__}; write example_inputs=(x,) for a single input")
-    return tuple(example_inputs)
-
-
-def _feature_names(feature_names, plan, example_inputs) -> dict[str, list[str]]:
+def _feature_names(feature_names, plan) -> dict[str, list[str]]:
     names = {}
     for name, (dim, labels) in plan.inputs.items():
         names[name] = [f"{name}[{i}]" for i in range(len(labels))]
@@ -67,29 +60,31 @@ def _feature_names(feature_names, plan, example_inputs) -> dict[str, list[str]]:
             raise InputError(f"feature_names names input {name!r}, but the gated inputs are "
                              f"{sorted(plan.inputs)}")
         if len(given) != len(names[name]):
+            dim = plan.inputs[name][0]
             raise InputError(f"feature_names[{name!r}] has {len(given)} names but input {name!r} "
-                             f"has {len(names[name])} features")
+                             f"has {len(names[name])} features along dim {dim}; if the features "
+                             f"are on another dim, say which with input_dims={{{name!r}: dim}}")
         names[name] = [str(n) for n in given]
     return names
 
 
 def compile(model: nn.Module, example_inputs: Sequence[torch.Tensor] | None = None, *,
             lam: float = DEFAULT_LAMBDA, feature_names=None, input_dims: dict | None = None,
-            leaf_modules: Sequence = (), concrete_args: dict | None = None,
-            gate_config: GateConfig | None = None, budget=None):
-    """Return a gated copy of ``model`` (a ``torch.fx.GraphModule``).
+            dynamic_shapes=None, gate_config: GateConfig | None = None, budget=None):
+    """Return a gated copy of ``model`` (a :class:`~lumos_fx.gated_module.GatedModule`).
 
     Args:
-        model: any traceable ``nn.Module``; it is never modified.
+        model: any ``nn.Module`` that ``torch.export`` can capture; it is never modified.
         example_inputs: a tuple with one batch of the model's positional inputs.
         lam: weight of the complexity penalty, which is the expected fraction of the
             parameters kept; the default 1.0 suits losses of order 1 (standardised targets).
         feature_names: names of the input features (a list for a single input, or a
             dict input name -> list).
-        input_dims: per input name, the feature dim to gate (default 1) or None to
-            leave that input ungated.
-        leaf_modules: module types or instances to keep whole (not traced through).
-        concrete_args: passed to the tracer for arguments that steer control flow.
+        input_dims: per input name, the feature dim to gate, or None to leave that
+            input ungated; by default the dim the model reads as channels (the last
+            dim before a linear layer, dim 1 before a convolution).
+        dynamic_shapes: ``torch.export`` dynamic shapes for the example inputs; by
+            default dim 0 (the batch) of every tensor input is dynamic.
         gate_config: hard-concrete constants and semi-stochastic thresholds.
         budget: a target size instead of ``lam``: a float is the fraction of the
             parameters kept, ``Budget(flops=0.25)`` a fraction of the FLOPs; the
@@ -97,36 +92,41 @@ def compile(model: nn.Module, example_inputs: Sequence[torch.Tensor] | None = No
     """
     if not isinstance(model, nn.Module):
         raise InputError(f"lumos.compile expects an nn.Module, got {type(model).__name__}")
-    example_inputs = _check_example_inputs(example_inputs)
+    if unwrap(model).__dict__.get("lumos_state") is not None:
+        raise InputError("this model was already compiled by lumos_fx; train it, then "
+                         "lumos.extract(gated) gives the pruned model (compile the original "
+                         "model to start over)")
+    example_inputs = _check_example_inputs(model, example_inputs)
+    lam = _check_lam(lam, budget)
     budget = as_budget(budget)
-    memo: dict = {}
-    copied = copy.deepcopy(model, memo)
-    # leaf module instances name the user's modules: point them at their copies
-    leaf_modules = [memo.get(id(leaf), leaf) if isinstance(leaf, nn.Module) else leaf
-                    for leaf in leaf_modules]
-    gm = trace(copied, leaf_modules=leaf_modules, concrete_args=concrete_args)
-    propagate_shapes(gm, example_inputs)
-    plan = build_groups(gm, input_dims)
-    keys = insert_gates(gm, plan, gate_config)
-    gm.add_module("lumos_cost", ExpectedCost(plan, keys, gm))
+    if gate_config is not None and not isinstance(gate_config, GateConfig):
+        raise InputError(f"gate_config must be a lumos.GateConfig, got {type(gate_config).__name__}")
+    work = copy.deepcopy(model)
+    graphs = capture(work, example_inputs, dynamic_shapes=dynamic_shapes)
+    for gm in graphs.values():
+        propagate_shapes(gm, example_inputs)
+    input_dims = _check_input_dims(input_dims, graphs[False])
+    plan = build_groups(graphs, input_dims)
+    keys = insert_gates(graphs, plan, gate_config)
+    gated = GatedModule(graphs, None, type(model).__name__)
+    gated.add_module("lumos_cost", ExpectedCost(plan, keys, gated))
     if budget is not None:
-        gm.add_module("lumos_budget", BudgetController(budget))
-    reference = next(iter(copied.parameters()), None)
+        gated.add_module("lumos_budget", BudgetController(budget))
+    reference = next(iter(work.parameters()), None)
     if reference is not None:
-        gm.lumos_gates.to(device=reference.device)
-        gm.lumos_apply.to(device=reference.device)
-        gm.lumos_cost.to(device=reference.device)
-        if budget is not None:
-            gm.lumos_budget.to(device=reference.device)
-    gm.meta["lumos"] = LumosState(
-        plan=plan, keys=keys, config=gate_config or GateConfig(), lam=float(lam),
+        for name in ("lumos_gates", "lumos_apply", "lumos_cost", "lumos_budget"):
+            if hasattr(gated, name):
+                getattr(gated, name).to(device=reference.device)
+    gated.__dict__["lumos_state"] = LumosState(
+        plan=plan, keys=keys, config=gate_config or GateConfig(), lam=lam,
         # a private copy: a view would keep the user's whole tensor alive and see its changes
         example_inputs=tuple(x.detach().clone() if isinstance(x, torch.Tensor) else x
                              for x in example_inputs),
-        feature_names=_feature_names(feature_names, plan, example_inputs),
+        feature_names=_feature_names(feature_names, plan),
         model_name=type(model).__name__)
-    gm.train(model.training)
-    return gm
+    _check_eval_identity(work, gated, example_inputs)
+    gated.train(model.training)
+    return gated
 
 
 def gates(gated: nn.Module) -> dict[str, HardConcreteGate]:
@@ -171,6 +171,7 @@ def extract(gated: nn.Module, *, inputs: str = "full", round_to: int = 1,
             so still exact) up to the budget, as capacity for a fine-tune.
         check: verify exactness on the example inputs (raises ExactnessError).
     """
+    check_gates_finite(gated)
     if inputs not in ("full", "kept"):
         raise InputError(f"inputs must be 'full' or 'kept', got {inputs!r}")
     if not isinstance(round_to, int) or round_to < 1:
@@ -184,5 +185,5 @@ def extract(gated: nn.Module, *, inputs: str = "full", round_to: int = 1,
         fill_to = (controller.budget.metric, controller.budget.target)
     pruned = shrink(gated, inputs, round_to, fill_to)
     if check:
-        verify(gated, pruned, state.example_inputs, rtol=1e-4)
+        verify(gated, pruned, model_inputs(gated, state.example_inputs), rtol=1e-4)
     return pruned

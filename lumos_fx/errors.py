@@ -16,10 +16,10 @@ class LumosError(Exception):
 
 
 class TraceError(LumosError):
-    """The model could not be turned into a ``torch.fx`` graph.
+    """``torch.export`` could not capture the model, or captured it in a way that would
+    be silently wrong (a batch size baked into a constant).
 
-    The message quotes the offending line of the user's code and the remedy
-    (leaf modules, ``concrete_args``, ``torch.fx.wrap``).
+    The message quotes the offending line of the user's code and the remedy.
     """
 
 

@@ -18,7 +18,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .weight_gates import gate_multiplier
+
+
+def gate_multiplier(gates: tuple[torch.Tensor, ...], index: torch.Tensor | None) -> torch.Tensor:
+    """The per-position gate values: the one gate itself, or ``cat(gates, [1])[index]``."""
+    if index is None:
+        return gates[0]
+    one = torch.ones(1, dtype=gates[0].dtype, device=gates[0].device)
+    return torch.cat([*gates, one])[index]
 
 
 class GateApply(nn.Module):

@@ -1,8 +1,8 @@
 """What ``compile`` leaves on a gated model for ``penalty``, ``extract`` and ``report``.
 
-The state lives in ``gated.meta["lumos"]`` (``GraphModule.meta`` survives
-``copy.deepcopy``); :func:`state_of` also accepts a model wrapped in
-``DistributedDataParallel``.
+The state lives in ``gated.lumos_state`` (it survives ``copy.deepcopy`` and
+``torch.save``); :func:`state_of` also accepts a model wrapped in
+``DistributedDataParallel`` or ``torch.compile``.
 
 Example::
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from torch import fx, nn
+from torch import nn
 
 from .errors import InputError
 from .gates import GateConfig
@@ -36,15 +36,18 @@ class LumosState:
 
 
 def unwrap(module: nn.Module) -> nn.Module:
-    """The gated GraphModule inside DDP/DataParallel wrappers."""
-    while hasattr(module, "module") and isinstance(module.module, nn.Module):
-        module = module.module
-    return module
+    """The gated module inside DDP/DataParallel and ``torch.compile`` wrappers."""
+    while True:
+        children = module.__dict__.get("_modules", {})
+        inner = children.get("_orig_mod") or children.get("module")
+        if not isinstance(inner, nn.Module) or module.__dict__.get("lumos_state") is not None:
+            return module
+        module = inner
 
 
 def state_of(module: nn.Module) -> LumosState:
     module = unwrap(module)
-    state = getattr(module, "meta", {}).get("lumos") if isinstance(module, fx.GraphModule) else None
+    state = module.__dict__.get("lumos_state")
     if state is None:
         raise InputError(
             f"{type(module).__name__} was not made by lumos_fx.compile; "

@@ -44,7 +44,8 @@ def verify(gated: nn.Module, pruned: nn.Module, inputs: tuple | None = None,
     """
     gated = unwrap(gated)
     state = state_of(gated)
-    inputs = state.example_inputs if inputs is None else tuple(inputs)
+    from .validate import model_inputs
+    inputs = model_inputs(gated, state.example_inputs) if inputs is None else tuple(inputs)
     kept = getattr(pruned, "lumos_kept_inputs", {})
     pruned_inputs = tuple(inputs)
     if getattr(pruned, "lumos_input_mode", "full") == "kept":

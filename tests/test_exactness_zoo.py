@@ -18,6 +18,7 @@ import pytest
 import torch
 
 import lumos_fx as lumos
+from lumos_fx.gated_module import GatedModule
 from tests.models.zoo import ZOO, ZOO_IDS
 
 EXAMPLE_BATCH = 8
@@ -74,7 +75,7 @@ def zoo_entry(request):
 def test_compile_is_exact_at_init(zoo_entry):
     model, x, make_input = _build(zoo_entry)
     gated = lumos.compile(model, example_inputs=(x,))
-    assert isinstance(gated, torch.fx.GraphModule)
+    assert isinstance(gated, GatedModule)
     assert gated is not model
     assert lumos.gates(gated), "compile inserted no gates"
     for key, gate in lumos.gates(gated).items():

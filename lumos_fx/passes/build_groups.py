@@ -1,21 +1,27 @@
-"""Build channel groups: run every op's rule over the traced graph.
+"""Build channel groups: run every op's rule over the captured graphs.
 
-Model inputs with a floating dtype get a feature space (dim 1 by default:
-features of a ``(N, F)`` table, channels of an ``(N, C, ...)`` field; choose
-another dim, or none, with ``input_dims``). Each node's rule maps its inputs'
-label arrays to its output's; an op with no rule pins every channel it reads.
-Model outputs are pinned. The result is a :class:`GroupPlan`; each node's
-labels are also left in ``node.meta["lumos"]["labels"]``.
+Both captured graphs (eval first, then train) feed one
+:class:`~lumos_fx.channels.ChannelGraph`: producers are keyed by their weight,
+so a layer's channels are the same atoms in both, and whatever either graph
+unifies or pins holds for both. Model inputs with a floating dtype get a
+feature space on the dim their first layer reads as channels (see
+:func:`feature_dim`), or the dim ``input_dims`` names, or none. Each node's rule
+maps its inputs' label arrays to its output's; an op with no rule pins every
+channel it reads. Model outputs are pinned. The result is a :class:`GroupPlan`;
+each node's labels are also left in ``node.meta["lumos"]["labels"]``.
 
 Example::
 
     >>> import torch
     >>> from torch import nn
+    >>> from lumos_fx.capture import capture
     >>> from lumos_fx.passes.shape_prop import propagate_shapes
     >>> from lumos_fx.passes.build_groups import build_groups
-    >>> gm = torch.fx.symbolic_trace(nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 1)))
-    >>> propagate_shapes(gm, (torch.randn(4, 3),))
-    >>> plan = build_groups(gm)
+    >>> x = torch.randn(4, 3)
+    >>> graphs = capture(nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 1)), (x,))
+    >>> for gm in graphs.values():
+    ...     propagate_shapes(gm, (x,))
+    >>> plan = build_groups(graphs)
     >>> [(g.name, g.size, g.pinned) for g in plan.channels.groups()]
     [('input', 3, None), ('0', 8, None), ('2', 1, 'model output')]
 """
@@ -23,7 +29,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
 from torch import fx
 
 from ..channels import ChannelGraph, Labels
@@ -43,53 +48,92 @@ class GroupPlan:
 
 
 def describe(node: fx.Node) -> str:
-    if node.op == "call_module":
-        return f"module {node.target!r}"
-    target = node.target if isinstance(node.target, str) else getattr(
-        node.target, "__qualname__", str(node.target))
-    kind = "method" if node.op == "call_method" else "function"
-    return f"{kind} {target} (node {node.name})"
+    """``aten.conv2d.default (node conv2d_1, in module 'encoder.0')``."""
+    stack = node.meta.get("nn_module_stack") or {}
+    owner = next(reversed(stack.values()), ("", ""))[0] if stack else ""
+    where = f", in module {owner!r}" if owner else ""
+    return f"{node.target} (node {node.name}{where})"
 
 
-def _input_space(ctx: RuleContext, node: fx.Node, input_dims: dict) -> dict:
+def _real_input(node: fx.Node) -> bool:
     meta = node.meta.get("tensor_meta")
-    if not hasattr(meta, "shape") or not meta.dtype.is_floating_point or len(meta.shape) < 2:
-        return {}
-    dim = input_dims.get(node.target, 1)
+    return hasattr(meta, "shape") and meta.dtype.is_floating_point and len(meta.shape) >= 2
+
+
+def feature_dim(node: fx.Node) -> int:
+    """The dim of an input the model reads as channels: followed through ops that keep
+    dims in place (activations, dropout) to the first op that reads one dim, such as a
+    linear layer (the last dim: the ``F`` of ``(B, T, F)``) or a convolution (dim 1);
+    dim 1 when no such reader is found."""
+    rank = len(node.meta["tensor_meta"].shape)
+    seen, frontier = set(), [node]
+    while frontier:
+        current = frontier.pop(0)
+        for user in current.users:
+            if user in seen or user.op != "call_function":
+                continue
+            seen.add(user)
+            packet = getattr(user.target, "overloadpacket", None)
+            name = getattr(packet, "__name__", "")
+            if name in ("linear", "matmul", "layer_norm", "embedding_bag"):
+                return rank - 1
+            if name.startswith(("conv", "batch_norm", "instance_norm", "group_norm")):
+                return 1
+            if REGISTRY.find(user.target) is REGISTRY.pointwise or name in (
+                    "dropout", "clone", "contiguous", "_to_copy", "to", "alias"):
+                if user.meta.get("tensor_meta") is not None and \
+                        len(user.meta["tensor_meta"].shape) == rank:
+                    frontier.append(user)
+    return 1
+
+
+def _input_space(ctx: RuleContext, node: fx.Node, input_dims: dict, training: bool):
+    if not _real_input(node):
+        return None
+    dim = input_dims.get(node.target, "auto")
     if dim is None:
-        return {}
-    dim %= len(meta.shape)
-    return {dim: ctx.channels.new_space(str(node.target), int(meta.shape[dim]), kind="input")}
+        return None
+    rank = len(node.meta["tensor_meta"].shape)
+    dim = feature_dim(node) if dim == "auto" else dim % rank
+    size = int(node.meta["tensor_meta"].shape[dim])
+    return dim, ctx.produce(node, size, kind="input", key=f"input:{node.target}",
+                            name=str(node.target))
 
 
-def build_groups(gm: fx.GraphModule, input_dims: dict | None = None) -> GroupPlan:
-    ctx = RuleContext(gm, ChannelGraph())
+def build_groups(graphs: dict[bool, fx.GraphModule], input_dims: dict | None = None) -> GroupPlan:
+    """Channel groups of the captured graphs ``{training: GraphModule}``."""
+    ctx = RuleContext(graphs[False], ChannelGraph())
     inputs = {}
-    for node in gm.graph.nodes:
-        if node.op == "placeholder":
-            out = _input_space(ctx, node, input_dims or {})
-            if out:
-                inputs[node.target] = next(iter(out.items()))
-        elif node.op == "get_attr":
-            out = None
-        elif node.op == "output":
-            ctx.pin_inputs(node, "model output")
-            out = None
-        else:
-            rule = REGISTRY.lookup(node, gm)
-            if not getattr(rule, "reads_sizes", False):
-                for value in node.all_input_nodes:
-                    if isinstance(ctx.of(value), ChannelCount):
-                        ctx.pin_value(value, f"{node.name}: computes with a channel count "
-                                             f"the program read")
-            if rule is None:
-                ctx.pin_inputs(node, f"no rule for {describe(node)}")
-                out = None
-            else:
-                out = rule(ctx, node)
-        ctx.labels[node] = out
-        node.meta.setdefault("lumos", {})["labels"] = out
+    for training in sorted(graphs):          # eval first: it counts the FLOPs
+        ctx.for_graph(graphs[training], training)
+        for node in graphs[training].graph.nodes:
+            out = _labels_of(ctx, node, input_dims or {}, inputs, training)
+            ctx.labels[node] = out
+            node.meta.setdefault("lumos", {})["labels"] = out
     return GroupPlan(ctx.channels, ctx.params, ctx.consumers, inputs)
 
 
-__all__ = ["GroupPlan", "build_groups", "describe", "torch"]
+def _labels_of(ctx: RuleContext, node: fx.Node, input_dims: dict, inputs: dict, training: bool):
+    if node.op == "placeholder":
+        space = inputs.get(node.target) or _input_space(ctx, node, input_dims, training)
+        if space is None:
+            return {}
+        inputs[node.target] = space
+        return {space[0]: space[1]}
+    if node.op == "output":
+        ctx.pin_inputs(node, "model output")
+        return None
+    if node.op != "call_function":
+        return None
+    rule = REGISTRY.lookup(node)
+    if not getattr(rule, "reads_sizes", False):
+        for value in node.all_input_nodes:
+            if isinstance(ctx.of(value), ChannelCount):
+                ctx.pin_value(value, f"{node.name}: computes with a channel count the program read")
+    if rule is None:
+        ctx.pin_inputs(node, f"no rule for {describe(node)}")
+        return None
+    return rule(ctx, node)
+
+
+__all__ = ["GroupPlan", "build_groups", "describe", "feature_dim"]

@@ -5,9 +5,10 @@ parameters are sliced, :func:`rewrite_literals` fixes each marked node so the
 pruned model runs for any batch size without user patches:
 
 * ``shape_args`` - ``view``/``reshape`` sizes on shrunk dims become the kept counts;
-* ``split`` - ``split``/``chunk``/``tensor_split`` along a channel dim become
-  ``split`` with each piece's kept count;
+* ``split`` - ``split``/``chunk`` along a channel dim become ``split_with_sizes``
+  with each piece's kept count;
 * ``slice`` - ``x[:, a:b]`` on a channel dim becomes the kept positions' bounds;
+* ``groups`` - a depthwise convolution's ``groups`` follows its kept channels;
 * ``mean`` - a ``mean`` over a channel dim becomes ``sum / original_count``,
   which is exact because closed channels are gated to zero.
 
@@ -24,6 +25,8 @@ import numpy as np
 import torch
 from torch import fx
 
+aten = torch.ops.aten
+
 
 def kept_before(kept: np.ndarray, position: int) -> int:
     """How many kept positions lie before ``position``."""
@@ -35,15 +38,12 @@ def _labels(node):
 
 
 def _shape_args(node: fx.Node, decisions) -> None:
-    labels = _labels(node) or {}
-    packed = len(node.args) == 2 and isinstance(node.args[1], (tuple, list))
-    sizes = list(node.args[1] if packed else node.args[1:])
-    if "shape" in node.kwargs:
-        return
-    for dim, lab in labels.items():
+    """``aten.view(x, [s0, 64, 4])``: literal sizes of shrunk dims become kept counts."""
+    sizes = list(node.args[1])
+    for dim, lab in (_labels(node) or {}).items():
         if dim < len(sizes) and isinstance(sizes[dim], int) and sizes[dim] != -1:
             sizes[dim] = len(decisions.kept(lab))
-    node.args = (node.args[0], tuple(sizes)) if packed else (node.args[0], *sizes)
+    node.args = (node.args[0], sizes, *node.args[2:])
 
 
 def _split(node: fx.Node, decisions) -> None:
@@ -52,29 +52,40 @@ def _split(node: fx.Node, decisions) -> None:
     kept = decisions.kept(labels)
     bounds = np.cumsum([0, *sizes])
     new_sizes = [kept_before(kept, b) - kept_before(kept, a) for a, b in zip(bounds, bounds[1:])]
-    node.op, node.target = "call_method", "split"
+    node.target = aten.split_with_sizes.default
     node.args, node.kwargs = (node.args[0], new_sizes, dim), {}
 
 
 def _slice(node: fx.Node, decisions) -> None:
+    """``aten.slice(x, dim, start, end, step)`` on a channel dim: the kept bounds."""
     info = node.meta["lumos"]["slice"]
     kept = decisions.kept(info["labels"])
     start, stop = kept_before(kept, info["start"]), kept_before(kept, info["stop"])
-    index = list(node.args[1]) if isinstance(node.args[1], tuple) else [node.args[1]]
-    index[info["item"]] = slice(start, stop)
-    node.args = (node.args[0], tuple(index) if isinstance(node.args[1], tuple) else index[0])
+    dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+    node.args, node.kwargs = (node.args[0], dim, start, stop, 1), {}
 
 
 def _mean(node: fx.Node, decisions) -> None:
+    """``mean`` over a channel dim becomes ``sum / original count`` (exact: closed
+    channels are gated to zero)."""
     info = node.meta["lumos"]["mean"]
     graph = node.graph
     with graph.inserting_after(node):
-        divided = graph.call_function(torch.div, (node, float(info["count"])))
+        divided = graph.call_function(aten.div.Tensor, (node, float(info["count"])))
     node.replace_all_uses_with(divided, delete_user_cb=lambda user: user is not divided)
-    node.target = "sum" if node.op == "call_method" else torch.sum
+    node.target = aten.sum.dim_IntList
 
 
-REWRITES = {"shape_args": _shape_args, "split": _split, "slice": _slice, "mean": _mean}
+def _groups(node: fx.Node, decisions) -> None:
+    """A depthwise convolution's ``groups`` becomes its kept channel count."""
+    groups = len(decisions.kept(node.meta["lumos"]["groups"]))
+    if len(node.args) > 6:
+        node.args = (*node.args[:6], groups, *node.args[7:])
+    else:
+        node.kwargs = {**node.kwargs, "groups": groups}
+
+
+REWRITES = {"groups": _groups, "shape_args": _shape_args, "split": _split, "slice": _slice, "mean": _mean}
 
 
 def rewrite_literals(gm: fx.GraphModule, decisions) -> None:

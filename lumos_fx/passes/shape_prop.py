@@ -1,17 +1,21 @@
 """Shape propagation with errors that name the problem.
 
 Runs :class:`torch.fx.passes.shape_prop.ShapeProp` on the example inputs,
-which fills ``node.meta["tensor_meta"]``. When the model cannot run on the
-example inputs, the error says which node failed and with what shapes.
+which fills ``node.meta["tensor_meta"]`` with the concrete shapes of this
+batch. Running a train-mode graph updates batch-norm statistics in place, so
+buffers are restored afterwards (and the random-number state too). When the
+model cannot run on the example inputs, the error says which node failed and
+with what shapes.
 
 Example::
 
     >>> import torch
     >>> from lumos_fx.passes.shape_prop import propagate_shapes
-    >>> gm = torch.fx.symbolic_trace(torch.nn.Sequential(torch.nn.Linear(3, 2)))
+    >>> from lumos_fx.capture import capture
+    >>> gm = capture(torch.nn.Sequential(torch.nn.Linear(3, 2)), (torch.randn(4, 3),))[False]
     >>> propagate_shapes(gm, (torch.randn(4, 3),))
-    >>> [tuple(n.meta["tensor_meta"].shape) for n in gm.graph.nodes if n.op != "output"]
-    [(4, 3), (4, 2)]
+    >>> [tuple(n.meta["tensor_meta"].shape) for n in gm.graph.nodes if n.op == "call_function"]
+    [(4, 2)]
 """
 from __future__ import annotations
 
@@ -27,21 +31,35 @@ def describe_inputs(inputs) -> str:
                      else type(x).__name__ for x in inputs)
 
 
+class _Prop(ShapeProp):
+    def __init__(self, gm, example_inputs):
+        super().__init__(gm)
+        self.example_inputs = example_inputs
+
+    def run_node(self, n):
+        try:
+            return super().run_node(n)
+        except Exception as err:
+            where = n.meta.get("stack_trace", "").strip().splitlines()
+            source = f" (model code: {where[-2].strip()} {where[-1].strip()})" if len(where) > 1 \
+                else ""
+            raise InputError(
+                f"the model fails on the example inputs "
+                f"({describe_inputs(self.example_inputs)}) at `{n.format_node()}`{source}: "
+                f"{err}. Pass example_inputs with the shapes and dtypes the model is called "
+                f"with, e.g. example_inputs=(x_batch,).") from err
+
+
 def propagate_shapes(gm: fx.GraphModule, example_inputs: tuple) -> None:
-    class _Prop(ShapeProp):
-        def run_node(self, n):
-            try:
-                return super().run_node(n)
-            except Exception as err:
-                raise InputError(
-                    f"the model fails on the example inputs ({describe_inputs(example_inputs)}) "
-                    f"at `{n.format_node()}`: {err}. Pass example_inputs with the shapes and "
-                    f"dtypes the model is called with, e.g. example_inputs=(x_batch,)."
-                ) from err
-    was_training = gm.training
-    gm.eval()
+    """Fill ``tensor_meta`` by running ``gm`` once; its state is left as it was."""
+    saved = {name: b.detach().clone() for name, b in gm.named_buffers()}
+    rng = torch.random.get_rng_state()
     try:
         with torch.no_grad():
-            _Prop(gm).propagate(*example_inputs)
+            _Prop(gm, example_inputs).propagate(*example_inputs)
     finally:
-        gm.train(was_training)
+        torch.random.set_rng_state(rng)
+        with torch.no_grad():
+            for name, buffer in gm.named_buffers():
+                if name in saved:
+                    buffer.copy_(saved[name])

@@ -8,12 +8,13 @@ With every gate at its deterministic value:
 2. gate values fold into the consumer weights they multiply (weightless
    consumers such as a ``sum`` over channels keep a multiplication by constants);
 3. every sliced parameter and buffer is cut to the kept positions along its
-   labeled dims, and layer size attributes (``in_features``...) follow;
+   labeled dims;
 4. ``view``/``reshape`` literals on shrunk dims are rewritten; model inputs get
    an ``index_select`` of the kept features (or take only those, ``inputs="kept"``);
 5. gate nodes go, dead code goes, unused submodules go; ``lint`` and recompile.
 
-The gated model is not modified.
+The eval graph of a copy of the gated model is rewritten; the gated model is
+not modified.
 
 Example::
 
@@ -23,8 +24,8 @@ Example::
     >>> gated = lumos.compile(model, example_inputs=(torch.randn(3, 4),))
     >>> with torch.no_grad():
     ...     lumos.gates(gated)["m0"].log_alpha[:5] = -6.0
-    >>> lumos.extract(gated).get_submodule("0")
-    Linear(in_features=4, out_features=3, bias=True)
+    >>> lumos.extract(gated).get_submodule("0").weight.shape
+    torch.Size([3, 4])
 """
 from __future__ import annotations
 
@@ -35,10 +36,11 @@ import numpy as np
 import torch
 from torch import fx, nn
 
-from ..weight_gates import ORIGINAL
-from ..rules import SIZE_ATTRIBUTES
+from ..capture import BufferTracer
 from ..state import LumosState, state_of, unwrap
 from .codegen import rewrite_literals
+
+aten = torch.ops.aten
 
 
 class Decisions:
@@ -179,17 +181,21 @@ def _pruned_shape(node, decisions) -> list[int]:
 
 
 def _fold_gates(gm, state, decisions) -> dict[str, list[int]]:
-    """Multiply gate values into consumer weights; drop or constant-fold applies;
-    turn weight-gated convolutions back into their original class.
+    """Multiply gate values into consumer weights; drop or constant-fold the other
+    gate applications.
 
     Returns the consumers whose whole input is gated to zero, each with the shape
     of its pruned input (taken now, before other rewrites replace that input).
     """
     folded, silent, shapes = set(), set(), {}
+    nodes = {n.name: n for n in gm.graph.nodes}
 
-    def fold(use, values, source) -> None:
+    def fold(use, values) -> None:
         if not values.any() and (use.labels >= 0).all():
             silent.add(use.node)
+        source = nodes[use.node].args[use.arg]
+        if source.op == "call_module" and str(source.target).startswith("lumos_apply."):
+            source = source.args[0]
         shape = shapes.setdefault(use.node, _pruned_shape(source, decisions))
         if use.within is not None:      # a position gate's index_select narrows the input
             shape[use.dim] = len(_positions(use, decisions)[1])
@@ -204,21 +210,14 @@ def _fold_gates(gm, state, decisions) -> dict[str, list[int]]:
             folded.add((path, use.within is None))
 
     for node in list(gm.graph.nodes):
-        meta = node.meta.get("lumos", {}) if node.op == "call_module" else {}
-        if meta.get("weight_gate") is not None:
-            use = state.plan.consumers[meta["weight_gate"]]
-            fold(use, decisions.values(use.labels), node.args[0])
-            module = gm.get_submodule(node.target)
-            module.__class__ = ORIGINAL[type(module)]
-            node.args, node.kwargs = node.args[:1], {}
-            continue
+        meta = node.meta.get("lumos", {})
         if meta.get("use") is None or not str(node.target).startswith("lumos_apply."):
             continue
         use = state.plan.consumers[meta["use"]]
         values = decisions.values(use.labels)
         source = node.args[0]
         if use.fold is not None:
-            fold(use, values, source)
+            fold(use, values)
             node.replace_all_uses_with(_select_positions(gm, node, use, decisions)
                                        if use.within is not None else source)
         else:
@@ -234,7 +233,7 @@ def _fold_gates(gm, state, decisions) -> dict[str, list[int]]:
                     constants, dtype=node.meta["tensor_meta"].dtype).view(shape))
                 with gm.graph.inserting_before(node):
                     scale = gm.graph.get_attr(buffer)
-                    mul = gm.graph.call_function(torch.mul, (source, scale))
+                    mul = gm.graph.call_function(aten.mul.Tensor, (source, scale))
                 node.replace_all_uses_with(mul)
         gm.graph.erase_node(node)
     return {name: shapes[name] for name in silent}
@@ -255,7 +254,25 @@ def _select_positions(gm, node, use, decisions):
     gm.register_buffer(buffer, torch.as_tensor(np.searchsorted(channels, both), dtype=torch.long))
     with gm.graph.inserting_before(node):
         index = gm.graph.get_attr(buffer)
-        return gm.graph.call_method("index_select", (node.args[0], use.dim, index))
+        return gm.graph.call_function(aten.index_select.default, (node.args[0], use.dim, index))
+
+
+def _constant_of(gm, node, shape):
+    """``node``'s output for an all-zero first input (batch 1), or None when its other
+    arguments are not parameters (then the branch stays)."""
+    env = {}
+    for value in node.all_input_nodes[1:]:
+        if value.op != "get_attr":
+            return None
+        env[value] = _get(gm, value.target)[2]
+    zeros = torch.zeros(1, *shape[1:])
+    reference = next(iter(env.values()), None)
+    if reference is not None:
+        zeros = zeros.to(device=reference.device, dtype=reference.dtype)
+    args = fx.node.map_arg(node.args[1:], lambda v: env[v])
+    kwargs = fx.node.map_arg(node.kwargs, lambda v: env[v])
+    with torch.no_grad():
+        return node.target(zeros, *args, **kwargs)
 
 
 def _remove_silent_branches(gm, silent: dict[str, list[int]]) -> None:
@@ -266,18 +283,17 @@ def _remove_silent_branches(gm, silent: dict[str, list[int]]) -> None:
     for node in list(gm.graph.nodes):
         if node.name not in silent or not placeholders:
             continue
-        shape = silent[node.name]
-        module = gm.get_submodule(node.target)
-        param = next(module.parameters())
-        with torch.no_grad():
-            constant = module(torch.zeros(1, *shape[1:], dtype=param.dtype, device=param.device))
+        constant = _constant_of(gm, node, silent[node.name])
+        if constant is None:
+            continue
         buffer = f"lumos_constant_{node.name}"
         gm.register_buffer(buffer, constant)
         graph = gm.graph
         with graph.inserting_before(node):
             value = graph.get_attr(buffer)
-            batch = graph.call_method("size", (placeholders[0], 0))
-            expanded = graph.call_method("expand", (value, batch, *[-1] * (constant.dim() - 1)))
+            batch = graph.call_function(aten.sym_size.int, (placeholders[0], 0))
+            expanded = graph.call_function(aten.expand.default,
+                                           (value, [batch, *[-1] * (constant.dim() - 1)]))
         node.replace_all_uses_with(expanded)
         graph.erase_node(node)
 
@@ -294,32 +310,6 @@ def _slice_parameters(gm, state, decisions) -> None:
             _set(module, name, tensor, new.contiguous())
 
 
-def _kept_count(node, dim, decisions) -> int | None:
-    labels = node.meta.get("lumos", {}).get("labels")
-    if isinstance(labels, dict) and dim in labels:
-        return len(decisions.kept(labels[dim]))
-    return None
-
-
-def _resize_modules(gm, state, decisions) -> None:
-    for node in gm.graph.nodes:
-        if node.op != "call_module":
-            continue
-        module = gm.get_submodule(node.target)
-        for attr, (source, dim) in SIZE_ATTRIBUTES.get(type(module), {}).items():
-            if source == "input":
-                size = _kept_count(node.args[0], dim, decisions)
-            elif source == "depthwise":
-                depthwise = module.groups > 1 and module.groups == module.in_channels
-                size = _kept_count(node.args[0], dim, decisions) if depthwise else None
-            else:
-                spec = state.plan.params.get(f"{node.target}.{source}")
-                labeled = spec is not None and dim in spec.dims
-                size = len(decisions.kept_all(spec.label_sets(dim))) if labeled else None
-            if size is not None:
-                setattr(module, attr, int(size))
-
-
 def _select_inputs(gm, state, decisions, mode: str) -> dict[str, list[int]]:
     kept_inputs = {}
     placeholders = {n.target: n for n in gm.graph.nodes if n.op == "placeholder"}
@@ -334,7 +324,7 @@ def _select_inputs(gm, state, decisions, mode: str) -> dict[str, list[int]]:
         with gm.graph.inserting_after(node):
             index = gm.graph.get_attr(buffer)
         with gm.graph.inserting_after(index):
-            select = gm.graph.call_method("index_select", (node, dim, index))
+            select = gm.graph.call_function(aten.index_select.default, (node, dim, index))
         node.replace_all_uses_with(select, delete_user_cb=lambda user: user is not select)
     return kept_inputs
 
@@ -347,23 +337,23 @@ def shrink(gated: nn.Module, inputs: str = "full", round_to: int = 1,
     state = state_of(gated)
     work = copy.deepcopy(unwrap(gated)).eval()
     decisions = Decisions(work, state, round_to, fill_to)
+    gm = work.graph_module(False)
     with torch.no_grad():
-        silent = _fold_gates(work, state, decisions)
-        _slice_parameters(work, state, decisions)
-    _resize_modules(work, state, decisions)
-    _remove_silent_branches(work, silent)
-    rewrite_literals(work, decisions)
-    kept_inputs = _select_inputs(work, state, decisions, inputs)
-    for node in reversed(list(work.graph.nodes)):   # the gate samples, then the bank
+        silent = _fold_gates(gm, state, decisions)
+        _slice_parameters(gm, state, decisions)
+    _remove_silent_branches(gm, silent)
+    rewrite_literals(gm, decisions)
+    kept_inputs = _select_inputs(gm, state, decisions, inputs)
+    for node in reversed(list(gm.graph.nodes)):   # the gate samples, then the bank
         if node.op == "call_module" and node.target == "lumos_gates":
             for user in list(node.users):
-                work.graph.erase_node(user)
-            work.graph.erase_node(node)
-    for node in work.graph.nodes:
+                gm.graph.erase_node(user)
+            gm.graph.erase_node(node)
+    for node in gm.graph.nodes:
         node.meta.pop("lumos", None)
-    work.graph.eliminate_dead_code()
-    pruned = fx.GraphModule(work, work.graph, class_name=state.model_name)
-    pruned.delete_all_unused_submodules()
+    gm.graph.eliminate_dead_code()
+    pruned = fx.GraphModule(gm, gm.graph, class_name=state.model_name)
+    pruned._tracer_cls = BufferTracer
     pruned.graph.lint()
     pruned.recompile()
     pruned.lumos_kept_inputs = kept_inputs
@@ -382,7 +372,7 @@ def _reads_inputs(graph: fx.Graph) -> bool:
         node = stack.pop()
         if node.op == "placeholder":
             return True
-        if node in seen or (node.op == "call_method" and node.target == "size"):
+        if node in seen or node.target is aten.sym_size.int:
             continue
         seen.add(node)
         stack.extend(node.all_input_nodes)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from torch import fx, nn
+from torch import fx
 
 from ..channels import ChannelGraph, Labels
 
@@ -62,6 +62,8 @@ class ConsumerUse:
     labels: Labels
     fold: tuple[str, str, int] | None = None
     within: Labels | None = None  # for a position gate: the channel labels of the same dim
+    training: bool = False        # which graph: the train graph or the eval graph
+    weight_arg: int | None = None  # the folded weight's argument index (gate the weight)
 
 
 def broadcast_dims(*shapes) -> list[tuple]:
@@ -72,20 +74,40 @@ def broadcast_dims(*shapes) -> list[tuple]:
 
 
 class RuleContext:
+    """Facts shared by the rules of both captured graphs (train and eval).
+
+    Producers are keyed by their weight, so both graphs label a layer's channels
+    with the same atoms; :meth:`for_graph` switches to the next graph. Only the
+    eval graph counts FLOPs.
+    """
+
     def __init__(self, root: fx.GraphModule, channels: ChannelGraph, position_gates: bool = True):
         self.root = root
         self.position_gates = position_gates
         self.channels = channels
+        self.training = False
         self.labels: dict[fx.Node, Any] = {}
         self.params: dict[str, ParamSpec] = {}
         self.consumers: list[ConsumerUse] = []
-        self.pin_notes: list[str] = []
         self._module_rows: dict[str, Labels] = {}
         self._module_cols: dict[str, Labels] = {}
 
+    def for_graph(self, root: fx.GraphModule, training: bool) -> "RuleContext":
+        self.root, self.training, self.labels = root, training, {}
+        return self
+
     # -- reading ------------------------------------------------------------
-    def module(self, node: fx.Node) -> nn.Module:
-        return self.root.get_submodule(node.target)
+    @staticmethod
+    def attr(value: Any) -> str | None:
+        """The parameter/buffer path a ``get_attr`` node reads, else None."""
+        return value.target if isinstance(value, fx.Node) and value.op == "get_attr" else None
+
+    def tensor(self, value: Any):
+        path = self.attr(value)
+        if path is None:
+            return None
+        owner, _, name = path.rpartition(".")
+        return getattr(self.root.get_submodule(owner) if owner else self.root, name)
 
     def shape(self, value: Any) -> tuple[int, ...] | None:
         meta = value.meta.get("tensor_meta") if isinstance(value, fx.Node) else None
@@ -102,15 +124,19 @@ class RuleContext:
         return node.kwargs.get(name, default) if name else default
 
     # -- recording ----------------------------------------------------------
-    def produce(self, node: fx.Node, size: int, kind: str = "producer", key: str | None = None) -> Labels:
-        """Fresh atoms for ``size`` output rows; one set per module or weight (weight sharing)."""
-        key = key or (node.target if node.op == "call_module" else node.name)
+    def produce(self, node: fx.Node, size: int, kind: str = "producer", key: str | None = None,
+                name: str | None = None) -> Labels:
+        """Fresh atoms for ``size`` output rows; one set per weight (weight sharing) or
+        per ``key``, so the train and eval graphs get the same atoms."""
+        key = key or node.name
         if key not in self._module_rows:
-            self._module_rows[key] = self.channels.new_space(str(key), size, kind)
+            self._module_rows[key] = self.channels.new_space(str(name or key), size, kind)
         return self._module_rows[key]
 
-    def consume(self, node: fx.Node, arg: int, dim: int, fold: tuple[str, str, int] | None = None):
-        """Gate ``node.args[arg]`` along ``dim`` (if that dim carries labels)."""
+    def consume(self, node: fx.Node, arg: int, dim: int, fold: tuple[str, str, int] | None = None,
+                weight_arg: int | None = None):
+        """Gate ``node.args[arg]`` along ``dim`` (if that dim carries labels); with
+        ``weight_arg``, the gate may multiply that weight argument along ``fold``'s dim."""
         labels = (self.of(node.args[arg]) or {}).get(dim)
         if labels is None:
             return None
@@ -119,7 +145,8 @@ class RuleContext:
             seen = self._module_cols.setdefault(f"{owner}.{name}", labels)
             if seen is not labels:
                 self.channels.unify(seen, labels, f"shared weight {owner}.{name}")
-        self.consumers.append(ConsumerUse(node.name, arg, dim, labels, fold))
+        self.consumers.append(ConsumerUse(node.name, arg, dim, labels, fold,
+                                          training=self.training, weight_arg=weight_arg))
         return labels
 
     def position_gate(self, node: fx.Node, arg: int, dim: int, channels: Labels,
@@ -136,7 +163,8 @@ class RuleContext:
         owner, name, param_dim = fold
         path = f"{owner}.{name}" if owner else name
         positions = self.produce(node, len(channels), kind="positions", key=f"{owner or path}:positions")
-        self.consumers.append(ConsumerUse(node.name, arg, dim, positions, fold, within=channels))
+        self.consumers.append(ConsumerUse(node.name, arg, dim, positions, fold, within=channels,
+                                          training=self.training))
         also = self.params[path].also.setdefault(param_dim, [])
         if not any(existing is positions for existing in also):
             also.append(positions)
@@ -145,6 +173,8 @@ class RuleContext:
               flops_per_entry: float = 0.0) -> None:
         dims = {d: lab for d, lab in dims.items() if lab is not None}
         path = f"{owner}.{name}" if owner else name
+        if self.training:   # the eval graph already counted this use's FLOPs
+            flops_per_entry = 0.0
         spec = self.params.get(path)
         if spec is None:
             self.params[path] = ParamSpec(owner, name, dims, flops_per_entry)

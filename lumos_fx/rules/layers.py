@@ -1,65 +1,69 @@
 """Rules for layers with weights: the producers and consumers of channels.
 
-``Linear`` reads its last input dim through weight columns and creates its
-output features; ``Conv*d`` does the same on dim 1 (grouped convolutions pin
-their channels); ``ConvTranspose*d`` keeps its weight as ``(in, out, ...)``;
-``Embedding`` creates its embedding columns from integer inputs (never gated).
+``aten.linear`` reads its input's last dim through weight columns and creates
+its output features; ``aten.conv*d`` does the same on dim 1 (a depthwise conv
+follows its input's channels; other grouped convolutions pin theirs);
+``aten.conv_transpose*d`` keeps its weight as ``(in, out, ...)``;
+``aten.embedding`` creates its embedding columns from integer inputs. The
+weights must be parameters the graph reads (``get_attr``); a computed weight
+pins the channels. Channel spaces are named after the module owning the weight.
 
 Example::
 
     >>> import torch
     >>> from lumos_fx.rules import REGISTRY
-    >>> from lumos_fx.rules.layers import linear
-    >>> REGISTRY.modules(torch.nn.Linear) is not None
+    >>> REGISTRY.find(torch.ops.aten.conv2d.default) is not None
     True
 """
 from __future__ import annotations
 
 import math
 
-import torch.nn.functional as F
-from torch import nn
-
-from .registry import REGISTRY
+from .registry import REGISTRY, aten, packets
 
 
 def _batched_positions(shape, start: int, stop: int | None = None) -> int:
     return math.prod(shape[start:stop]) if shape else 1
 
 
-@REGISTRY.modules(nn.Linear)
+def _owner(path: str) -> tuple[str, str]:
+    owner, _, name = path.rpartition(".")
+    return owner, name
+
+
+def _weights(ctx, node, weight_index: int = 1, bias_index: int = 2):
+    """``(weight path, bias path)``, or None when the layer computes its weights."""
+    weight = ctx.attr(ctx.arg(node, weight_index, "weight"))
+    bias_node = ctx.arg(node, bias_index, "bias")
+    bias = ctx.attr(bias_node)
+    if weight is None or (bias_node is not None and bias is None):
+        ctx.pin_inputs(node, f"{node.name}: {node.target} with a computed weight")
+        return None
+    return weight, bias
+
+
+def _produce(ctx, node, weight: str, size: int):
+    owner, _ = _owner(weight)
+    return ctx.produce(node, size, key=weight, name=owner or weight)
+
+
+@REGISTRY.ops(aten.linear.default)
 def linear(ctx, node):
-    mod = ctx.module(node)
-    x = ctx.of(node.args[0]) or {}
-    last = len(ctx.shape(node.args[0])) - 1
-    rows = ctx.produce(node, mod.out_features)
-    cols = ctx.consume(node, 0, last, fold=(node.target, "weight", 1))
-    positions = _batched_positions(ctx.shape(node), 1, -1)
-    ctx.param(node.target, "weight", {0: rows, 1: cols}, flops_per_entry=2 * positions)
-    if cols is not None and ctx.position_gates:
-        ctx.position_gate(node, 0, last, cols, fold=(node.target, "weight", 1))
-    if mod.bias is not None:
-        ctx.param(node.target, "bias", {0: rows})
-    out = {d: lab for d, lab in x.items() if d != last}
-    out[last] = rows
-    return out
-
-
-@REGISTRY.functions(F.linear)
-def functional_linear(ctx, node):
-    """``F.linear(x, self.weight, self.bias)`` with registered parameters."""
-    weight, bias = ctx.arg(node, 1, "weight"), ctx.arg(node, 2, "bias")
-    if getattr(weight, "op", None) != "get_attr" or (bias is not None and bias.op != "get_attr"):
-        ctx.pin_inputs(node, f"{node.name}: linear with a computed weight")
+    paths = _weights(ctx, node)
+    if paths is None:
         return {}
+    weight, bias = paths
     x = ctx.of(node.args[0]) or {}
     last = len(ctx.shape(node.args[0])) - 1
-    rows = ctx.produce(node, ctx.shape(weight)[0], key=weight.target)
-    cols = ctx.consume(node, 0, last, fold=("", weight.target, 1))
+    rows = _produce(ctx, node, weight, ctx.shape(node.args[1])[0])
+    fold = (*_owner(weight), 1)
+    cols = ctx.consume(node, 0, last, fold=fold, weight_arg=1)
     positions = _batched_positions(ctx.shape(node), 1, -1)
-    ctx.param("", weight.target, {0: rows, 1: cols}, flops_per_entry=2 * positions)
+    ctx.param(*_owner(weight), {0: rows, 1: cols}, flops_per_entry=2 * positions)
+    if cols is not None and ctx.position_gates:
+        ctx.position_gate(node, 0, last, cols, fold=fold)
     if bias is not None:
-        ctx.param("", bias.target, {0: rows})
+        ctx.param(*_owner(bias), {0: rows})
     out = {d: lab for d, lab in x.items() if d != last}
     out[last] = rows
     return out
@@ -68,84 +72,100 @@ def functional_linear(ctx, node):
 def _pin_spatial(ctx, node, x: dict, channel_dim: int = 1) -> None:
     for d, lab in x.items():
         if d != channel_dim:
-            ctx.pin(lab, f"{node.target}: a spatial dim carries channels")
+            ctx.pin(lab, f"{node.name}: a spatial dim carries channels")
 
 
-@REGISTRY.modules(nn.Conv1d, nn.Conv2d, nn.Conv3d)
+def _groups(node, index: int) -> int:
+    value = node.args[index] if len(node.args) > index else node.kwargs.get("groups", 1)
+    return int(value)
+
+
+@REGISTRY.ops(aten.conv1d.default, aten.conv2d.default, aten.conv3d.default,
+              aten.conv1d.padding, aten.conv2d.padding, aten.conv3d.padding)
 def conv(ctx, node):
-    mod = ctx.module(node)
+    paths = _weights(ctx, node)
+    if paths is None:
+        return {}
+    weight, bias = paths
     x = ctx.of(node.args[0]) or {}
     _pin_spatial(ctx, node, x)
     positions = _batched_positions(ctx.shape(node), 2)
-    if mod.groups > 1 and mod.groups == mod.in_channels == mod.out_channels:
-        return _depthwise(ctx, node, mod, x, positions)
-    rows = ctx.produce(node, mod.out_channels)
-    if mod.groups == 1:
-        cols = ctx.consume(node, 0, 1, fold=(node.target, "weight", 1))
+    w_shape = ctx.shape(node.args[1])
+    groups = _groups(node, 6)
+    in_channels = ctx.shape(node.args[0])[1]
+    if groups > 1 and groups == in_channels == w_shape[0]:
+        if x.get(1) is not None:   # `groups` follows the kept channel count
+            node.meta.setdefault("lumos", {}).update(codegen="groups", groups=x[1])
+        return _depthwise(ctx, weight, bias, x, positions)
+    rows = _produce(ctx, node, weight, w_shape[0])
+    if groups == 1:
+        cols = ctx.consume(node, 0, 1, fold=(*_owner(weight), 1), weight_arg=1)
     else:
         cols = None
-        reason = f"{node.target}: grouped convolution (groups={mod.groups})"
+        reason = f"{node.name}: grouped convolution (groups={groups})"
         ctx.pin(x.get(1), reason)
         ctx.pin(rows, reason)
-    ctx.param(node.target, "weight", {0: rows, 1: cols}, flops_per_entry=2 * positions)
-    if mod.bias is not None:
-        ctx.param(node.target, "bias", {0: rows})
+    ctx.param(*_owner(weight), {0: rows, 1: cols}, flops_per_entry=2 * positions)
+    if bias is not None:
+        ctx.param(*_owner(bias), {0: rows})
     return {1: rows}
 
 
-def _depthwise(ctx, node, mod, x, positions):
+def _depthwise(ctx, weight, bias, x, positions):
     """A depthwise conv maps channel c to channel c: a follower of its input's channels."""
     channels = x.get(1)
-    ctx.param(node.target, "weight", {0: channels}, flops_per_entry=2 * positions)
-    if mod.bias is not None:
-        ctx.param(node.target, "bias", {0: channels})
+    ctx.param(*_owner(weight), {0: channels}, flops_per_entry=2 * positions)
+    if bias is not None:
+        ctx.param(*_owner(bias), {0: channels})
     return {1: channels} if channels is not None else {}
 
 
-@REGISTRY.modules(nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+@REGISTRY.ops(*packets("conv_transpose1d", "conv_transpose2d", "conv_transpose3d"))
 def conv_transpose(ctx, node):
-    mod = ctx.module(node)
+    paths = _weights(ctx, node)
+    if paths is None:
+        return {}
+    weight, bias = paths
     x = ctx.of(node.args[0]) or {}
     _pin_spatial(ctx, node, x)
-    rows = ctx.produce(node, mod.out_channels)
+    groups = _groups(node, 6)
+    w_shape = ctx.shape(node.args[1])
+    rows = _produce(ctx, node, weight, w_shape[1] * groups)
     positions = _batched_positions(ctx.shape(node.args[0]), 2)
-    if mod.groups == 1 and len(node.args) == 1 and not node.kwargs:
-        cols = ctx.consume(node, 0, 1, fold=(node.target, "weight", 0))
+    if groups == 1:
+        cols = ctx.consume(node, 0, 1, fold=(*_owner(weight), 0), weight_arg=1)
     else:
         cols = None
-        reason = f"{node.target}: grouped transposed convolution or explicit output_size"
+        reason = f"{node.name}: grouped transposed convolution"
         ctx.pin(x.get(1), reason)
         ctx.pin(rows, reason)
     # With groups > 1 the weight's dim 1 holds out_channels / groups: leave it whole.
-    weight_out = rows if mod.groups == 1 else None
-    ctx.param(node.target, "weight", {0: cols, 1: weight_out}, flops_per_entry=2 * positions)
-    if mod.bias is not None:
-        ctx.param(node.target, "bias", {0: rows})
+    ctx.param(*_owner(weight), {0: cols, 1: rows if groups == 1 else None},
+              flops_per_entry=2 * positions)
+    if bias is not None:
+        ctx.param(*_owner(bias), {0: rows})
     return {1: rows}
 
 
-@REGISTRY.modules(nn.Embedding)
+@REGISTRY.ops(aten.embedding.default)
 def embedding(ctx, node):
-    mod = ctx.module(node)
-    ctx.pin_value(node.args[0], f"{node.target}: embedding indices")
-    cols = ctx.produce(node, mod.embedding_dim)
-    ctx.param(node.target, "weight", {1: cols})
+    weight = ctx.attr(node.args[0])
+    if weight is None:
+        ctx.pin_inputs(node, f"{node.name}: embedding with a computed table")
+        return {}
+    ctx.pin_value(node.args[1], f"{node.name}: embedding indices")
+    cols = _produce(ctx, node, weight, ctx.shape(node.args[0])[1])
+    ctx.param(*_owner(weight), {1: cols})
     return {len(ctx.shape(node)) - 1: cols}
 
 
-# Attributes that describe a layer's size, recomputed after extraction from the
-# kept positions of a labeled weight dim, or ("input", d) of the module input.
-# ("depthwise", d) sets ``groups`` to the new input size only for depthwise layers.
-# Unlabeled dims leave the attribute as it is.
-_CONV_SIZES = {"groups": ("depthwise", 1), "in_channels": ("input", 1),
-               "out_channels": ("weight", 0)}
-SIZE_ATTRIBUTES = {
-    nn.Linear: {"in_features": ("weight", 1), "out_features": ("weight", 0)},
-    nn.Conv1d: _CONV_SIZES,
-    nn.Conv2d: _CONV_SIZES,
-    nn.Conv3d: _CONV_SIZES,
-    nn.ConvTranspose1d: {"in_channels": ("input", 1), "out_channels": ("weight", 1)},
-    nn.ConvTranspose2d: {"in_channels": ("input", 1), "out_channels": ("weight", 1)},
-    nn.ConvTranspose3d: {"in_channels": ("input", 1), "out_channels": ("weight", 1)},
-    nn.Embedding: {"embedding_dim": ("weight", 1)},
-}
+@REGISTRY.ops(aten.prelu.default, aten._prelu_kernel.default)
+def prelu(ctx, node):
+    x = ctx.of(node.args[0]) or {}
+    weight = ctx.attr(node.args[1])
+    if ctx.shape(node.args[1]) != (1,):
+        if weight is None:
+            ctx.pin(x.get(1), f"{node.name}: prelu with a computed weight")
+        else:
+            ctx.param(*_owner(weight), {0: x.get(1)})
+    return x

@@ -1,57 +1,52 @@
-"""Rules for normalization layers.
+"""Rules for normalization ops.
 
-Per-channel normalizations (``BatchNorm*``, ``InstanceNorm*``) are *followers*:
-their affine parameters and running statistics are sliced with the channels
-they normalize. Normalizations that mix channels (``LayerNorm`` over a channel
-dim, ``GroupNorm``, ``LocalResponseNorm``) would change when a channel
-disappears, so they pin the channels they read.
+Per-channel normalizations (``aten.batch_norm``, ``aten.instance_norm``) are
+*followers*: their affine parameters and running statistics are sliced with
+the channels they normalize. Normalizations that mix channels (``layer_norm``
+over a channel dim, ``group_norm``) would change when a channel disappears,
+so they pin the channels they read.
 
 Example::
 
     >>> import torch
     >>> from lumos_fx.rules import REGISTRY
-    >>> from lumos_fx.rules.norm import NORM_SIZE_ATTRIBUTES
-    >>> NORM_SIZE_ATTRIBUTES[torch.nn.BatchNorm2d]
-    {'num_features': ('input', 1)}
+    >>> from lumos_fx.rules.norm import per_channel_norm
+    >>> REGISTRY.find(torch.ops.aten.batch_norm.default) is per_channel_norm
+    True
 """
 from __future__ import annotations
 
-from torch import nn
-
-from .registry import REGISTRY
-
-_PER_CHANNEL = ("weight", "bias", "running_mean", "running_var")
-_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
-_INSTANCE_NORMS = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
+from .registry import REGISTRY, aten, packets
 
 
-@REGISTRY.modules(*_BATCH_NORMS, *_INSTANCE_NORMS)
+@REGISTRY.ops(aten.batch_norm.default, aten.instance_norm.default)
 def per_channel_norm(ctx, node):
-    mod = ctx.module(node)
+    """``(x, weight, bias, running_mean, running_var, training/use_input_stats, ...)``."""
     x = ctx.of(node.args[0]) or {}
     channels = x.get(1)
-    for name in _PER_CHANNEL:
-        if getattr(mod, name, None) is not None:
-            ctx.param(node.target, name, {0: channels})
+    for value in node.args[1:5]:
+        if value is None:
+            continue
+        path = ctx.attr(value)
+        if path is None:
+            ctx.pin(channels, f"{node.name}: normalization with computed statistics")
+            continue
+        owner, _, name = path.rpartition(".")
+        ctx.param(owner, name, {0: channels})
     return x
 
 
-@REGISTRY.modules(nn.LayerNorm)
+@REGISTRY.ops(aten.layer_norm.default)
 def layer_norm(ctx, node):
-    mod = ctx.module(node)
     x = ctx.of(node.args[0]) or {}
     rank = len(ctx.shape(node.args[0]))
-    normalized = range(rank - len(mod.normalized_shape), rank)
+    normalized = range(rank - len(node.args[1]), rank)
     for d in normalized:
-        ctx.pin(x.get(d), f"{node.target}: LayerNorm normalizes over the channel dim")
+        ctx.pin(x.get(d), f"{node.name}: LayerNorm normalizes over the channel dim")
     return {d: lab for d, lab in x.items() if d not in normalized}
 
 
-@REGISTRY.modules(nn.GroupNorm, nn.LocalResponseNorm, nn.CrossMapLRN2d)
+@REGISTRY.ops(*packets("group_norm", "local_response_norm", "rms_norm"))
 def channel_mixing_norm(ctx, node):
-    ctx.pin_inputs(node, f"{node.target}: {type(ctx.module(node)).__name__} mixes channels")
+    ctx.pin_inputs(node, f"{node.name}: {node.target} mixes channels")
     return {}
-
-
-# ("input", d): the size of the module's input along dim d after extraction.
-NORM_SIZE_ATTRIBUTES = {cls: {"num_features": ("input", 1)} for cls in _BATCH_NORMS + _INSTANCE_NORMS}

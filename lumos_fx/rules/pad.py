@@ -1,8 +1,9 @@
-"""Rule for ``F.pad`` / ``nn.*Pad*``: padding spatial dims keeps the channels.
+"""Rule for padding ops: padding spatial dims keeps the channels.
 
 ``F.pad(x, (left, right, top, bottom, ...))`` pads the last dims, two numbers
-per dim. Padding a channel dim would add channels that no producer owns, so
-it pins that dim.
+per dim (``aten.pad``, ``aten.constant_pad_nd``, ``aten.reflection_pad2d``, ...).
+Padding a channel dim would add channels that no producer owns, so it pins
+that dim.
 
 Example::
 
@@ -12,16 +13,7 @@ Example::
 """
 from __future__ import annotations
 
-import torch.nn.functional as F
-from torch import nn
-
-from .registry import REGISTRY
-
-_PAD_MODULES = tuple(getattr(nn, name) for name in (
-    "ZeroPad1d", "ZeroPad2d", "ZeroPad3d", "ConstantPad1d", "ConstantPad2d", "ConstantPad3d",
-    "ReflectionPad1d", "ReflectionPad2d", "ReflectionPad3d", "ReplicationPad1d",
-    "ReplicationPad2d", "ReplicationPad3d", "CircularPad1d", "CircularPad2d", "CircularPad3d",
-) if hasattr(nn, name))
+from .registry import REGISTRY, packets
 
 
 def padded_dims(pad, rank: int) -> list[int]:
@@ -29,24 +21,18 @@ def padded_dims(pad, rank: int) -> list[int]:
     return [rank - 1 - i // 2 for i in range(0, len(pad), 2) if pad[i] or pad[i + 1]]
 
 
-def _pad(ctx, node, pad):
+@REGISTRY.ops(*packets(
+    "pad", "constant_pad_nd", "reflection_pad1d", "reflection_pad2d", "reflection_pad3d",
+    "replication_pad1d", "replication_pad2d", "replication_pad3d", "_pad_circular"))
+def pad(ctx, node):
     x = ctx.of(node.args[0]) or {}
+    amounts = node.args[1]
     rank = len(ctx.shape(node.args[0]))
-    if not all(isinstance(p, int) for p in pad):
+    if not all(isinstance(p, int) for p in amounts):
         ctx.pin_value(x, f"{node.name}: padding by computed amounts")
         return {}
-    padded = padded_dims(pad, rank)
+    padded = padded_dims(amounts, rank)
     for d in padded:
         ctx.pin(x.get(d), f"{node.name}: pads a channel dim")
     # A padded dim is longer than its input: its positions are no longer the input's.
     return {d: lab for d, lab in x.items() if d not in padded}
-
-
-@REGISTRY.functions(F.pad)
-def pad_function(ctx, node):
-    return _pad(ctx, node, ctx.arg(node, 1, "pad"))
-
-
-@REGISTRY.modules(*_PAD_MODULES)
-def pad_module(ctx, node):
-    return _pad(ctx, node, ctx.module(node).padding)

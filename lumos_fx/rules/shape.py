@@ -1,5 +1,6 @@
-"""Rules for ops that move channels between dims: flatten, view/reshape,
-permute/transpose, (un)squeeze, cat/stack, indexing and size queries.
+"""Rules for ops that move channels between dims: ``flatten``, ``view``/``reshape``,
+``permute``/``transpose``, ``(un)squeeze``, ``cat``/``stack``, ``split``, slicing,
+indexing and size queries (``aten.sym_size``).
 
 The interesting case is a flatten boundary (paper VII.A): after
 ``conv -> flatten -> linear`` one conv channel is a block of ``H*W`` Linear
@@ -21,17 +22,9 @@ import math
 import operator
 
 import numpy as np
-import torch
-from torch import fx, nn
+from torch import fx
 
-from .registry import REGISTRY
-
-
-class SizeOf:
-    """The labels of a tensor whose ``.shape``/``.size()`` was taken."""
-
-    def __init__(self, labels: dict):
-        self.labels = labels
+from .registry import REGISTRY, aten, packets
 
 
 class ChannelCount:
@@ -47,11 +40,6 @@ def reads_sizes(rule):
     """Mark a rule whose op may take read channel counts as arguments."""
     rule.reads_sizes = True
     return rule
-
-
-def _dim_size(labels: SizeOf, dim: int):
-    lab = labels.labels.get(dim)
-    return ChannelCount(lab) if lab is not None else None
 
 
 def merge_labels(shape, labeled_dim: int, labels: np.ndarray) -> np.ndarray:
@@ -85,16 +73,9 @@ def _flatten(ctx, node, start: int, end: int):
     return out
 
 
-@REGISTRY.functions(torch.flatten)
-@REGISTRY.methods("flatten")
+@REGISTRY.ops(aten.flatten.using_ints)
 def flatten(ctx, node):
     return _flatten(ctx, node, ctx.arg(node, 1, "start_dim", 0), ctx.arg(node, 2, "end_dim", -1))
-
-
-@REGISTRY.modules(nn.Flatten)
-def flatten_module(ctx, node):
-    mod = ctx.module(node)
-    return _flatten(ctx, node, mod.start_dim, mod.end_dim)
 
 
 def _aligned_groups(src, dst):
@@ -118,8 +99,10 @@ def _aligned_groups(src, dst):
     return groups
 
 
-@REGISTRY.functions(torch.reshape)
-@REGISTRY.methods("view", "reshape")
+_SIZED_VIEWS = (aten.view.default, aten.reshape.default, aten._unsafe_view.default)
+
+
+@REGISTRY.ops(*_SIZED_VIEWS, aten.unflatten.int)
 @reads_sizes
 def view(ctx, node):
     """A view that merges dims acts like flatten; one that splits a channel dim pins it."""
@@ -141,7 +124,8 @@ def view(ctx, node):
         else:
             for d in ii:
                 ctx.pin(x.get(d), f"{node.name}: reshape splits a channel dim")
-    node.meta.setdefault("lumos", {})["codegen"] = "shape_args"
+    if node.target in _SIZED_VIEWS:
+        node.meta.setdefault("lumos", {})["codegen"] = "shape_args"
     return out
 
 
@@ -150,35 +134,31 @@ def _permuted(x: dict, order) -> dict:
     return {position[d]: lab for d, lab in x.items()}
 
 
-@REGISTRY.functions(torch.permute)
-@REGISTRY.methods("permute")
+@REGISTRY.ops(aten.permute.default)
 def permute(ctx, node):
     rank = len(ctx.shape(node.args[0]))
-    dims = node.args[1:] if not isinstance(ctx.arg(node, 1, "dims"), (tuple, list)) \
-        else ctx.arg(node, 1, "dims")
-    return _permuted(ctx.of(node.args[0]) or {}, [int(d) % rank for d in dims])
+    return _permuted(ctx.of(node.args[0]) or {}, [int(d) % rank for d in node.args[1]])
 
 
-@REGISTRY.functions(torch.transpose, torch.swapaxes, torch.swapdims)
-@REGISTRY.methods("transpose", "swapaxes", "swapdims")
+@REGISTRY.ops(aten.transpose.int, aten.swapaxes.default, aten.swapdims.default)
 def transpose(ctx, node):
     rank = len(ctx.shape(node.args[0]))
-    a, b = ctx.arg(node, 1, "dim0") % rank, ctx.arg(node, 2, "dim1") % rank
+    a, b = node.args[1] % rank, node.args[2] % rank
     order = list(range(rank))
     order[a], order[b] = b, a
     return _permuted(ctx.of(node.args[0]) or {}, order)
 
 
-@REGISTRY.methods("t")
+@REGISTRY.ops(aten.t.default, aten.numpy_T.default)
 def matrix_transpose(ctx, node):
-    return _permuted(ctx.of(node.args[0]) or {}, [1, 0])
+    rank = len(ctx.shape(node.args[0]))
+    return _permuted(ctx.of(node.args[0]) or {}, list(range(rank))[::-1])
 
 
-@REGISTRY.functions(torch.movedim, torch.moveaxis)
-@REGISTRY.methods("movedim", "moveaxis")
+@REGISTRY.ops(aten.movedim.int, aten.movedim.intlist)
 def movedim(ctx, node):
     rank = len(ctx.shape(node.args[0]))
-    src, dst = ctx.arg(node, 1, "source"), ctx.arg(node, 2, "destination")
+    src, dst = node.args[1], node.args[2]
     src = [s % rank for s in (src if isinstance(src, (tuple, list)) else [src])]
     dst = [d % rank for d in (dst if isinstance(dst, (tuple, list)) else [dst])]
     rest = iter(d for d in range(rank) if d not in src)
@@ -186,15 +166,13 @@ def movedim(ctx, node):
     return _permuted(ctx.of(node.args[0]) or {}, order)
 
 
-@REGISTRY.functions(torch.unsqueeze)
-@REGISTRY.methods("unsqueeze")
+@REGISTRY.ops(aten.unsqueeze.default)
 def unsqueeze(ctx, node):
-    at = ctx.arg(node, 1, "dim") % (len(ctx.shape(node.args[0])) + 1)
+    at = node.args[1] % (len(ctx.shape(node.args[0])) + 1)
     return {d + (d >= at): lab for d, lab in (ctx.of(node.args[0]) or {}).items()}
 
 
-@REGISTRY.functions(torch.squeeze)
-@REGISTRY.methods("squeeze")
+@REGISTRY.ops(aten.squeeze)
 def squeeze(ctx, node):
     x = ctx.of(node.args[0]) or {}
     shape = ctx.shape(node.args[0])
@@ -207,10 +185,10 @@ def squeeze(ctx, node):
 
 
 def _tensor_list(ctx, node):
-    return [t for t in ctx.arg(node, 0, "tensors") if isinstance(t, fx.Node)]
+    return [t for t in node.args[0] if isinstance(t, fx.Node)]
 
 
-@REGISTRY.functions(torch.cat, torch.concat, torch.concatenate)
+@REGISTRY.ops(aten.cat.default, aten.concat.default, aten.concatenate.default)
 def cat(ctx, node):
     """Concatenation puts label arrays end to end (with offsets, paper Fig. 7)."""
     tensors = _tensor_list(ctx, node)
@@ -225,7 +203,7 @@ def cat(ctx, node):
     return out
 
 
-@REGISTRY.functions(torch.stack)
+@REGISTRY.ops(aten.stack.default)
 def stack(ctx, node):
     tensors = _tensor_list(ctx, node)
     at = ctx.arg(node, 1, "dim", 0) % (len(ctx.shape(tensors[0])) + 1)
@@ -248,104 +226,80 @@ def _unify_other_dims(ctx, node, tensors, skip=None) -> dict:
     return out
 
 
-@REGISTRY.methods("size")
-def size(ctx, node):
-    x = ctx.of(node.args[0]) or {}
-    dim = ctx.arg(node, 1, "dim")
-    if dim is None:
-        return SizeOf(x)
-    return _dim_size(SizeOf(x), dim % len(ctx.shape(node.args[0])))
+@REGISTRY.ops(aten.sym_size.int)
+def sym_size(ctx, node):
+    labels = (ctx.of(node.args[0]) or {}).get(node.args[1] % len(ctx.shape(node.args[0])))
+    return ChannelCount(labels) if labels is not None else None
 
 
-@REGISTRY.functions(getattr)
-def tensor_attribute(ctx, node):
-    x = ctx.of(node.args[0]) or {}
-    if node.args[1] == "shape":
-        return SizeOf(x)
-    if node.args[1] in ("dtype", "device", "ndim", "is_cuda", "requires_grad"):
-        return None
-    if node.args[1] in ("T", "mT", "mH", "H"):
-        rank = len(ctx.shape(node.args[0]))
-        return _permuted(x, list(range(rank))[::-1]) if node.args[1] in ("T", "H") else \
-            _permuted(x, list(range(rank - 2)) + [rank - 1, rank - 2])
-    ctx.pin_value(x, f"{node.name}: tensor attribute {node.args[1]!r}")
+@REGISTRY.ops(operator.getitem)
+def getitem(ctx, node):
+    """An item of a tuple output (``split``, pooling with indices, ``max.dim``)."""
+    labels = ctx.of(node.args[0])
+    if isinstance(labels, (tuple, list)) and isinstance(node.args[1], int):
+        return labels[node.args[1]]
+    ctx.pin_value(labels, f"{node.name}: an item of an unlabeled tuple")
     return None
 
 
-@REGISTRY.functions(operator.getitem)
-def getitem(ctx, node):
-    """Tuple items, size entries, and tensor indexing with full slices on channel dims."""
-    source, index = node.args
-    labels = ctx.of(source)
-    if isinstance(labels, SizeOf):
-        rank = len(ctx.shape(source.args[0]))
-        if isinstance(index, int):
-            return _dim_size(labels, index % rank)
-        if isinstance(index, slice):        # x.shape[2:]: only the dims it names
-            dims = range(rank)[index]
-            sub = {i: labels.labels[d] for i, d in enumerate(dims) if d in labels.labels}
-            return SizeOf(sub) if sub else None
-        ctx.pin_value(labels.labels, f"{node.name}: the program reads channel counts")
-        return None
-    if isinstance(labels, (tuple, list)):
-        return labels[index] if isinstance(index, int) else None
-    if ctx.shape(source) is None:
-        return None
-    return _index_tensor(ctx, node, labels or {}, index, len(ctx.shape(source)))
+@REGISTRY.ops(aten.slice.Tensor)
+def slice_tensor(ctx, node):
+    """``x[:, a:b]``: a contiguous slice of a channel dim keeps those channels; the
+    bounds are rewritten on extraction. Strided slices pin."""
+    x = ctx.of(node.args[0]) or {}
+    rank = len(ctx.shape(node.args[0]))
+    dim = ctx.arg(node, 1, "dim", 0) % rank
+    if dim not in x:
+        return x
+    start, end, step = (ctx.arg(node, i, name, default) for i, name, default in
+                        ((2, "start", None), (3, "end", None), (4, "step", 1)))
+    if step != 1 or not all(v is None or isinstance(v, int) for v in (start, end)):
+        ctx.pin(x[dim], f"{node.name}: strided or computed slice of a channel dim")
+        return {d: lab for d, lab in x.items() if d != dim}
+    start, stop, _ = slice(start, end).indices(len(x[dim]))
+    stop = max(start, stop)
+    if (start, stop) == (0, len(x[dim])):
+        return x
+    node.meta.setdefault("lumos", {}).update(codegen="slice", slice={
+        "labels": x[dim], "start": start, "stop": stop})
+    return {**x, dim: x[dim][start:stop]}
 
 
-def _index_tensor(ctx, node, x: dict, index, rank: int) -> dict:
-    items = list(index) if isinstance(index, tuple) else [index]
-    if any(isinstance(i, fx.Node) or not isinstance(i, (int, slice, type(None), type(...)))
-           for i in items):
+@REGISTRY.ops(aten.select.int, aten.index_select.default, aten.narrow.default)
+def select(ctx, node):
+    """Picking entries of a dim: fine on a non-channel dim, pins a channel dim."""
+    x = ctx.of(node.args[0]) or {}
+    rank = len(ctx.shape(node.args[0]))
+    dim = node.args[1] % rank
+    ctx.pin(x.get(dim), f"{node.name}: indexes into a channel dim")
+    if node.target is aten.select.int:
+        return {d - (d > dim): lab for d, lab in x.items() if d != dim}
+    return {d: lab for d, lab in x.items() if d != dim}
+
+
+@REGISTRY.ops(aten.index.Tensor)
+def index(ctx, node):
+    """``x[idx]`` with one index tensor: the indexed dim becomes the index's dims."""
+    x = ctx.of(node.args[0]) or {}
+    indices = list(node.args[1])
+    tensors = [k for k, i in enumerate(indices) if i is not None]
+    if len(tensors) != 1:
         ctx.pin_value(x, f"{node.name}: advanced indexing")
         return {}
-    sliced = False
-    if ... in items:
-        at = items.index(...)
-        fill = rank - sum(i is not None for i in items if i is not ...)
-        items = items[:at] + [slice(None)] * fill + items[at + 1:]
-    items += [slice(None)] * (rank - sum(i is not None for i in items))
-    out, src, dst = {}, 0, 0
-    for position, item in enumerate(items):
-        if item is None:
-            dst += 1
-            continue
-        if src in x:
-            if item == slice(None):
-                out[dst] = x[src]
-            elif _plain_slice(item) and not sliced:
-                start, stop, _ = item.indices(len(x[src]))
-                out[dst] = x[src][start:stop]
-                node.meta.setdefault("lumos", {}).update(codegen="slice", slice={
-                    "item": position, "labels": x[src], "start": start, "stop": max(start, stop)})
-                sliced = True
-            else:
-                ctx.pin(x[src], f"{node.name}: indexes into a channel dim")
-        src += 1
-        dst += 0 if isinstance(item, int) else 1
-    return out
+    k = tensors[0]
+    ctx.pin(x.get(k), f"{node.name}: indexes into a channel dim")
+    grown = len(ctx.shape(node)) - len(ctx.shape(node.args[0]))
+    return {d if d < k else d + grown: lab for d, lab in x.items() if d != k}
 
 
-def _plain_slice(item) -> bool:
-    return isinstance(item, slice) and item.step in (None, 1) and all(
-        v is None or isinstance(v, int) for v in (item.start, item.stop))
-
-
-@REGISTRY.functions(torch.split, torch.chunk, torch.unbind, torch.tensor_split)
-@REGISTRY.methods("split", "chunk", "unbind", "tensor_split")
+@REGISTRY.ops(*packets("split", "split_with_sizes", "chunk", "tensor_split", "unsafe_split"))
 def split(ctx, node):
     """Pieces along a channel dim take their slice of the labels (sizes rewritten
     on extraction); along any other dim every piece keeps the channels."""
     x = ctx.of(node.args[0]) or {}
     rank = len(ctx.shape(node.args[0]))
-    name = node.target if isinstance(node.target, str) else node.target.__name__
-    dim = ctx.arg(node, 1 if name == "unbind" else 2, "dim", 0) % rank
+    dim = ctx.arg(node, 2, "dim", 0) % rank
     pieces = [tuple(m.shape) for m in node.meta.get("tensor_meta") or ()]
-    if name == "unbind":
-        ctx.pin(x.get(dim), f"{node.name}: unbind along a channel dim")
-        piece = {d - (d > dim): lab for d, lab in x.items() if d != dim}
-        return tuple(piece for _ in pieces)
     rest = {d: lab for d, lab in x.items() if d != dim}
     if dim not in x:
         return tuple(dict(rest) for _ in pieces)
@@ -356,19 +310,26 @@ def split(ctx, node):
     return tuple({**rest, dim: x[dim][a:b]} for a, b in zip(bounds, bounds[1:]))
 
 
-@REGISTRY.methods("expand", "repeat")
-def expand(ctx, node):
-    """Expanding size-1 dims keeps channels; literal sizes on a channel dim pin it."""
+@REGISTRY.ops(aten.unbind.int)
+def unbind(ctx, node):
     x = ctx.of(node.args[0]) or {}
-    out_rank = len(ctx.shape(node))
-    shift = out_rank - len(ctx.shape(node.args[0]))
-    sizes = node.args[1:]
-    if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)):
-        sizes = sizes[0]
+    dim = ctx.arg(node, 1, "dim", 0) % len(ctx.shape(node.args[0]))
+    ctx.pin(x.get(dim), f"{node.name}: unbind along a channel dim")
+    piece = {d - (d > dim): lab for d, lab in x.items() if d != dim}
+    return tuple(piece for _ in node.meta.get("tensor_meta") or ())
+
+
+@REGISTRY.ops(aten.expand.default, aten.repeat.default)
+def expand(ctx, node):
+    """Expanding size-1 dims keeps channels (``-1`` or a repeat of 1 on a channel
+    dim); a literal channel count there pins it."""
+    x = ctx.of(node.args[0]) or {}
+    sizes = list(node.args[1])
+    shift = len(ctx.shape(node)) - len(ctx.shape(node.args[0]))
+    keep_value = -1 if node.target is aten.expand.default else 1
     out = {}
     for d, lab in x.items():
-        keeps = node.target == "expand" and d + shift < len(sizes) and sizes[d + shift] == -1
-        if keeps:
+        if sizes[d + shift] == keep_value:
             out[d + shift] = lab
         else:
             ctx.pin(lab, f"{node.name}: {node.target} with a literal channel count")

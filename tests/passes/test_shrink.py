@@ -21,7 +21,7 @@ def test_reshape_literal_is_rewritten_and_runs_at_any_batch():
     with torch.no_grad():
         lumos.gates(gated)["conv"].log_alpha[1] = -6.0
     pruned = lumos.extract(gated)
-    assert "reshape(-1, 48)" in pruned.code
+    assert "reshape.default(relu, [-1, 48])" in pruned.code
     for batch in (1, 9):
         assert lumos.verify(gated, pruned, (torch.randn(batch, 3, 4, 4),)) < 1e-6
 

@@ -1,0 +1,204 @@
+"""Capture a model with ``torch.export`` as two ``GraphModule``s: train and eval.
+
+``torch.export.export`` (non-strict, training IR) records the model as a small,
+stable set of aten ops, with ``nn_module_stack`` naming the module each op came
+from. Mode-dependent code (dropout, batch-norm statistics, ``if self.training:``
+branches) is baked into an exported graph, so :func:`capture` exports twice,
+once per mode; both graphs read the same parameter and buffer objects.
+
+The batch dim (dim 0 of every tensor input) is dynamic by default; pass
+``dynamic_shapes`` in ``torch.export`` form for other dims (node and edge counts
+of a graph). An example batch of one would be captured as a constant size, so
+it is repeated to two for the capture.
+
+Example::
+
+    >>> import torch
+    >>> from lumos_fx.capture import capture
+    >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Dropout(0.5))
+    >>> graphs = capture(model, (torch.randn(3, 4),))
+    >>> [str(n.target) for n in graphs[False].graph.nodes if n.op == "call_function"]
+    ['aten.linear.default', 'aten.dropout.default']
+    >>> [n.args[2] for n in graphs[True].graph.nodes if "dropout" in n.name]   # train=True
+    [True]
+"""
+from __future__ import annotations
+
+import linecache
+import os
+import traceback
+
+import torch
+from torch import fx, nn
+
+from .errors import TraceError
+
+__all__ = ["BufferTracer", "capture", "default_dynamic_shapes"]
+
+# node.meta entries later passes read; the rest (FakeTensors, provenance) is dropped
+KEPT_META = ("nn_module_stack", "stack_trace", "tensor_meta", "lumos")
+
+
+class BufferTracer(fx.Tracer):
+    """Re-traces a pickled graph keeping in-place buffer updates (BN's step count)."""
+
+    proxy_buffer_attributes = True
+
+
+def default_dynamic_shapes(args: tuple, kwargs: dict):
+    """``Dim.AUTO`` on dim 0 of every tensor argument, nothing on the rest."""
+    def spec(value):
+        if isinstance(value, torch.Tensor) and value.dim() > 0:
+            return {0: torch.export.Dim.AUTO}
+        return None
+    return tuple(spec(a) for a in args), {k: spec(v) for k, v in kwargs.items()}
+
+
+def _batch_of_two(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """An example batch of one is exported as the constant 1; capture with two."""
+    tensors = [v for v in (*args, *kwargs.values()) if isinstance(v, torch.Tensor) and v.dim()]
+    if not tensors or any(t.shape[0] != 1 for t in tensors):
+        return args, kwargs
+
+    def twice(v):
+        return v.expand(2, *v.shape[1:]).clone() if isinstance(v, torch.Tensor) and v.dim() else v
+    return tuple(twice(a) for a in args), {k: twice(v) for k, v in kwargs.items()}
+
+
+def _as_graph_module(epm: nn.Module, model: nn.Module) -> fx.GraphModule:
+    gm = fx.GraphModule(epm, epm.graph, class_name=type(model).__name__)
+    gm._tracer_cls = BufferTracer
+    known = {name for name, _ in model.named_buffers()} | {n for n, _ in model.named_parameters()}
+    for node in gm.graph.nodes:
+        # lifted constants (plain tensor attributes) must not join the state_dict
+        if node.op == "get_attr" and node.target not in known:
+            owner, _, name = node.target.rpartition(".")
+            module = gm.get_submodule(owner) if owner else gm
+            if name in module._buffers:
+                module._non_persistent_buffers_set.add(name)
+        for key in list(node.meta):
+            if key not in KEPT_META:
+                del node.meta[key]
+    return gm
+
+
+def capture(model: nn.Module, args: tuple, kwargs: dict | None = None, *,
+            dynamic_shapes=None) -> dict[bool, fx.GraphModule]:
+    """Export ``model`` in train and in eval mode; ``{True: train_gm, False: eval_gm}``.
+
+    Both graph modules hold the model's own parameter and buffer objects (nothing
+    is copied): pass a copy of the model unless that is wanted. The model's
+    mode is restored afterwards.
+
+    Raises:
+        TraceError: ``torch.export`` cannot capture the model; the message quotes
+            the line of the model's code and a remedy.
+    """
+    kwargs = dict(kwargs or {})
+    args, kwargs = _batch_of_two(tuple(args), kwargs)
+    default_dynamic = dynamic_shapes is None
+    if default_dynamic:
+        dynamic_shapes = default_dynamic_shapes(args, kwargs)
+        if not kwargs:
+            dynamic_shapes = dynamic_shapes[0]
+    was_training = model.training
+    graphs = {}
+    try:
+        for mode in (True, False):
+            model.train(mode)
+            try:
+                program = torch.export.export(model, args, kwargs or None,
+                                              dynamic_shapes=dynamic_shapes, strict=False)
+            except Exception as err:
+                raise TraceError(explain(model, err, mode, args)) from err
+            if default_dynamic:
+                _check_batch_stayed_dynamic(program, model, args, kwargs)
+            graphs[mode] = _as_graph_module(program.module(check_guards=False), model)
+    finally:
+        model.train(was_training)
+    return graphs
+
+
+def _is_constant(size) -> bool:
+    return isinstance(size, int) or not size.node.expr.free_symbols
+
+
+def _check_batch_stayed_dynamic(program, model: nn.Module, args: tuple, kwargs: dict) -> None:
+    """A batch dim the code turned into a constant (``len(x)``, ``int(x.shape[0])``, a
+    literal in ``reshape``) would make the gated model silently wrong at other batch
+    sizes: raise, naming the model line that uses the constant where it can be found."""
+    batch = next((v.shape[0] for v in (*args, *kwargs.values())
+                  if isinstance(v, torch.Tensor) and v.dim()), None)
+    user_inputs = [n for n in program.graph.nodes if n.op == "placeholder"
+                   and n.name in program.graph_signature.user_inputs]
+    static = [n.name for n in user_inputs if hasattr(n.meta.get("val"), "shape")
+              and n.meta["val"].dim() and _is_constant(n.meta["val"].shape[0])
+              and int(n.meta["val"].shape[0]) == batch]
+    if batch is None or not static:
+        return
+    suspects = [n for n in program.graph.nodes if n.op == "call_function" and any(
+        a == batch for a in fx.node.map_aggregate(n.args, lambda a: a)
+        if isinstance(a, int) and not isinstance(a, bool))
+        or any(isinstance(a, (list, tuple)) and batch in a for a in n.args)]
+    where = ""
+    for node in suspects:
+        trace = (node.meta.get("stack_trace") or "").strip().splitlines()
+        if len(trace) >= 2:
+            where = f"\n  probably here:\n  {trace[-2].strip()}\n    {trace[-1].strip()}"
+            break
+    raise TraceError(
+        f"lumos_fx could not keep the batch dim of {type(model).__name__} dynamic: the "
+        f"model's code turns it into the constant {batch} (inputs {', '.join(static)}), so "
+        f"the compiled model would be wrong at any other batch size.{where}\n"
+        f"Remedy: compute with sizes as tensors or symbolic ints (x.shape[0], -1 in view/"
+        f"reshape) instead of len(x), int(...) or literal batch sizes; or pass "
+        f"dynamic_shapes= to compile if the batch is really fixed")
+
+
+_TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
+_LUMOS_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+# (words in torch's message, what went wrong, the fix); first match wins
+_KNOWN = [
+    (("data-dependent", "GuardOnDataDependent", "Could not guard on data-dependent"),
+     "Python control flow or a Python number depends on tensor values.",
+     "select with torch.where(cond, a, b), use torch.cond for real branches, or keep the "
+     "value a tensor (x.item() without int()/bool())"),
+    (("Constraints violated", "specialized"),
+     "the code forces a dynamic size to be a constant.",
+     "avoid literal batch sizes in view/reshape (use -1 or x.shape[0]), or pass "
+     "dynamic_shapes= explicitly"),
+    (("mat1 and mat2", "size mismatch", "must match the size", "shapes cannot be multiplied",
+      "same reduction dim", "shape",
+      "Expected", "expected"),
+     "the model fails on the example inputs.",
+     "pass example_inputs with the shapes and dtypes the model is called with"),
+]
+
+
+def explain(model: nn.Module, err: Exception, training: bool, args: tuple = ()) -> str:
+    """The ``TraceError`` message for a failed export: the user's line and a remedy."""
+    summary = traceback.extract_tb(err.__traceback__)
+    user = [fs for fs in summary
+            if not os.path.abspath(fs.filename).startswith((_TORCH_DIR, _LUMOS_DIR))]
+    text = f"{type(err).__name__}: {err}"
+    what, fix = "torch.export cannot capture this code.", (
+        "rewrite the line without Python-level use of tensor values, or wrap the "
+        "untraceable part in a function registered with torch.library.custom_op")
+    for words, known_what, known_fix in _KNOWN:
+        if any(word in text for word in words):
+            what, fix = known_what, known_fix
+            break
+    mode = "train" if training else "eval"
+    shapes = ", ".join(f"Tensor{tuple(a.shape)}" if isinstance(a, torch.Tensor)
+                       else type(a).__name__ for a in args)
+    lines = [f"lumos_fx could not capture {type(model).__name__} (in {mode} mode, example "
+             f"inputs {shapes}) with torch.export: {what}"]
+    if user:
+        fs = user[-1]
+        lines += [f'  File "{fs.filename}", line {fs.lineno}, in {fs.name}',
+                  "    " + linecache.getline(fs.filename, fs.lineno).strip()]
+    first = text.strip().splitlines()
+    lines += [f"Remedy: {fix}",
+              "Original error: " + "\n".join(first[:12]) + ("\n  ..." if len(first) > 12 else "")]
+    return "\n".join(lines)

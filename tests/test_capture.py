@@ -1,0 +1,206 @@
+"""Capture with torch.export: train/eval-correct graphs, real library models, clear errors."""
+from __future__ import annotations
+
+import copy
+import io
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import lumos_fx as lumos
+from lumos_fx.capture import capture
+from tests.test_exactness_zoo import randomize_gates
+
+
+class TrainingOnlyNoise(nn.Module):
+    """``if self.training:`` code: the symbolic tracer baked it in (silently wrong)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(6, 16), nn.Linear(16, 2)
+
+    def forward(self, x):
+        h = torch.relu(self.fc1(x))
+        if self.training:
+            h = h + 0.5 * torch.randn_like(h)
+        return self.fc2(F.dropout(h, 0.2, self.training))
+
+
+class BatchNormAct2d(nn.BatchNorm2d):
+    """timm's BatchNormAct2d: BatchNorm whose forward calls F.batch_norm itself."""
+
+    def forward(self, x):
+        x = F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                         self.training or not self.track_running_stats, self.momentum, self.eps)
+        return F.silu(x)
+
+
+class TimmStyleBlock(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.bn = BatchNormAct2d(8, eps=1e-3, momentum=0.3)
+        self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False)
+        self.bn2 = BatchNormAct2d(8)
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x):
+        h = self.bn2(self.dw(self.bn(self.conv(x))))
+        return self.head(h.mean((2, 3)))
+
+
+@pytest.mark.parametrize("make,shape", [(TrainingOnlyNoise, (8, 6)), (TimmStyleBlock, (4, 3, 8, 8))])
+def test_compiled_in_train_mode_the_eval_graph_is_the_models_eval(make, shape):
+    torch.manual_seed(0)
+    model = make().train()
+    x = torch.randn(*shape)
+    gated = lumos.compile(model, example_inputs=(x,))
+    assert gated.training and model.training
+    reference = copy.deepcopy(model).eval()
+    x2 = torch.randn(*shape)
+    with torch.no_grad():
+        torch.testing.assert_close(gated.eval()(x2), reference(x2), rtol=1e-6, atol=1e-6)
+    randomize_gates(gated, seed=1)
+    pruned = lumos.extract(gated.eval())
+    assert lumos.verify(gated, pruned, (x2,)) < 1e-5
+
+
+def test_train_graph_keeps_training_behaviour_and_updates_bn_stats_only_in_train():
+    torch.manual_seed(0)
+    model = TimmStyleBlock()
+    gated = lumos.compile(model, example_inputs=(torch.randn(4, 3, 8, 8),)).train()
+    stats = gated.get_buffer("bn.running_mean").clone()
+    assert torch.equal(stats, model.bn.running_mean)       # compile did not run the train graph
+    gated(torch.randn(4, 3, 8, 8))
+    assert not torch.equal(gated.get_buffer("bn.running_mean"), stats)
+    assert torch.equal(model.bn.running_mean, stats)        # the user's model is untouched
+    moved = gated.get_buffer("bn.running_mean").clone()
+    gated.eval()(torch.randn(4, 3, 8, 8))
+    assert torch.equal(gated.get_buffer("bn.running_mean"), moved)
+    noisy = lumos.compile(TrainingOnlyNoise(), example_inputs=(torch.randn(8, 6),)).train()
+    x = torch.randn(8, 6)
+    assert not torch.equal(noisy(x), noisy(x))              # noise and dropout in train mode
+
+
+def test_both_graphs_share_one_state_and_gates():
+    gated = lumos.compile(TrainingOnlyNoise(), example_inputs=(torch.randn(8, 6),))
+    train, evaluate = gated.graph_module(True), gated.graph_module(False)
+    assert train.get_parameter("fc1.weight") is evaluate.get_parameter("fc1.weight")
+    assert train.lumos_gates is evaluate.lumos_gates is gated.lumos_gates
+    assert "fc1.weight" in dict(gated.named_parameters())
+
+
+def test_capture_keeps_the_batch_dynamic_for_a_batch_of_one():
+    model = nn.Sequential(nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 2)).eval()
+    gated = lumos.compile(model, example_inputs=(torch.randn(1, 5),)).eval()
+    x = torch.randn(9, 5)
+    torch.testing.assert_close(gated(x), model(x))
+
+
+def test_capture_alone_copies_nothing():
+    model = nn.Sequential(nn.Linear(3, 2))
+    graphs = capture(model, (torch.randn(2, 3),))
+    assert graphs[False].get_parameter("0.weight") is model[0].weight
+
+
+def test_an_already_compiled_model_is_refused_with_a_pointer_to_extract():
+    gated = lumos.compile(nn.Linear(3, 2), example_inputs=(torch.randn(2, 3),))
+    with pytest.raises(lumos.InputError, match="already compiled"):
+        lumos.compile(gated, example_inputs=(torch.randn(2, 3),))
+
+
+class LSTMRegressor(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(6, 16, batch_first=True)
+        self.head = nn.Linear(16, 1)
+
+    def forward(self, x):
+        h, _ = self.lstm(x)
+        return self.head(h[:, -1])
+
+
+def test_lstm_regressor_compiles_and_is_exact():
+    model = LSTMRegressor().eval()
+    x = torch.randn(4, 10, 6)
+    gated = lumos.compile(model, example_inputs=(x,)).eval()
+    torch.testing.assert_close(gated(x), model(x))
+    randomize_gates(gated, seed=0)
+    assert lumos.verify(gated, lumos.extract(gated), (torch.randn(3, 10, 6),)) < 1e-5
+
+
+def _hf_models():
+    transformers = pytest.importorskip("transformers")
+    bert = transformers.BertModel(transformers.BertConfig(
+        vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=64, max_position_embeddings=64))
+    vit = transformers.ViTModel(transformers.ViTConfig(
+        image_size=32, patch_size=8, num_channels=3, hidden_size=32, num_hidden_layers=2,
+        num_attention_heads=4, intermediate_size=64))
+    return {"bert": (bert, lambda b: (torch.randint(0, 100, (b, 16)),)),
+            "vit": (vit, lambda b: (torch.randn(b, 3, 32, 32),))}
+
+
+@pytest.mark.parametrize("name", ["bert", "vit"])
+def test_hugging_face_models_compile_in_train_mode_and_extract_exactly(name):
+    torch.manual_seed(0)
+    model, make = _hf_models()[name]
+    model.train()
+    gated = lumos.compile(model, example_inputs=make(2))
+    model.eval()
+    x = make(3)
+    with torch.no_grad():
+        expected = model(*x).last_hidden_state
+        torch.testing.assert_close(gated.eval()(*x).last_hidden_state, expected)
+    assert any("intermediate" in key or "fc1" in key for key in lumos.gates(gated))
+    randomize_gates(gated, seed=2)
+    pruned = lumos.extract(gated)
+    assert lumos.verify(gated, pruned, x) < 1e-5
+    assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", ["GIN", "GCN", "GraphSAGE", "GAT"])
+def test_pyg_model_classes_compile_without_concrete_args(name):
+    pyg = pytest.importorskip("torch_geometric.nn")
+    torch.manual_seed(0)
+    model = getattr(pyg.models, name)(5, 16, num_layers=2, out_channels=3).train()
+    x, edges = torch.randn(10, 5), torch.randint(0, 10, (2, 30))
+    dims = ({0: torch.export.Dim("nodes", min=2)}, {1: torch.export.Dim("edges", min=2)})
+    gated = lumos.compile(model, example_inputs=(x, edges), dynamic_shapes=dims)
+    other = (torch.randn(14, 5), torch.randint(0, 14, (2, 41)))   # another graph size
+    with torch.no_grad():
+        torch.testing.assert_close(gated.eval()(*other), model.eval()(*other))
+    randomize_gates(gated, seed=3)
+    assert lumos.verify(gated, lumos.extract(gated), other) < 1e-5
+
+
+def test_gated_model_survives_save_load_deepcopy_and_dtype_moves():
+    torch.manual_seed(0)
+    gated = lumos.compile(TimmStyleBlock(), example_inputs=(torch.randn(4, 3, 8, 8),))
+    randomize_gates(gated, seed=4)
+    buffer = io.BytesIO()
+    torch.save(gated, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    x = torch.randn(2, 3, 8, 8)
+    for other in (loaded, copy.deepcopy(gated)):
+        with torch.no_grad():
+            torch.testing.assert_close(other.eval()(x), gated.eval()(x))
+        assert float(lumos.penalty(other)) == pytest.approx(float(lumos.penalty(gated)))
+        assert lumos.verify(other, lumos.extract(other), (x,)) < 1e-5
+    double = copy.deepcopy(gated).double()
+    pruned = lumos.extract(double)          # the exactness check follows the model's dtype
+    assert pruned.conv.weight.dtype == torch.float64
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(x.double()), double.eval()(x.double()))
+
+
+def test_torch_compile_wrapper_keeps_the_lumos_state():
+    gated = lumos.compile(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)),
+                          example_inputs=(torch.randn(3, 4),))
+    compiled = torch.compile(gated, backend="eager")
+    compiled(torch.randn(3, 4)).sum().backward()
+    assert float(lumos.penalty(compiled)) > 0
+    assert lumos.extract(compiled) is not None

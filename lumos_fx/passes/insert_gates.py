@@ -35,6 +35,7 @@ from torch import fx, nn
 from ..gate_apply import GateApply
 from ..gate_bank import GateBank
 from ..gates import GateConfig, HardConcreteGate
+from ..rules.context import arg_at, replace_arg
 from .build_groups import GroupPlan
 
 
@@ -98,7 +99,7 @@ def _insert_in_graph(gm: fx.GraphModule, plan: GroupPlan, keys: dict[int, str],
         consumer = nodes[use.node]
         on_weight = use.weight_arg is not None and use.within is None
         arg, dim = (use.weight_arg, use.fold[2]) if on_weight else (use.arg, use.dim)
-        source = consumer.args[arg]
+        source = arg_at(consumer, arg)
         rank = len(source.meta["tensor_meta"].shape)
         name = f"{prefix}{count}"
         count += 1
@@ -109,7 +110,7 @@ def _insert_in_graph(gm: fx.GraphModule, plan: GroupPlan, keys: dict[int, str],
         apply.meta["tensor_meta"] = source.meta["tensor_meta"]
         apply.meta["lumos"] = {"labels": source.meta.get("lumos", {}).get("labels"),
                                "use": use_index}
-        consumer.update_arg(arg, apply)
+        replace_arg(consumer, arg, apply)
     graph.lint()
     gm.recompile()
 

@@ -37,6 +37,7 @@ import torch
 from torch import fx, nn
 
 from ..capture import BufferTracer
+from ..rules.context import arg_at
 from ..state import LumosState, state_of, unwrap
 from .codegen import rewrite_literals
 
@@ -193,7 +194,7 @@ def _fold_gates(gm, state, decisions) -> dict[str, list[int]]:
     def fold(use, values) -> None:
         if not values.any() and (use.labels >= 0).all():
             silent.add(use.node)
-        source = nodes[use.node].args[use.arg]
+        source = arg_at(nodes[use.node], use.arg)
         if source.op == "call_module" and str(source.target).startswith("lumos_apply."):
             source = source.args[0]
         shape = shapes.setdefault(use.node, _pruned_shape(source, decisions))
@@ -260,6 +261,8 @@ def _select_positions(gm, node, use, decisions):
 def _constant_of(gm, node, shape):
     """``node``'s output for an all-zero first input (batch 1), or None when its other
     arguments are not parameters (then the branch stays)."""
+    if not isinstance(node.args[0], fx.Node):
+        return None
     env = {}
     for value in node.all_input_nodes[1:]:
         if value.op != "get_attr":

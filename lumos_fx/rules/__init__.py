@@ -4,6 +4,6 @@ Importing this package registers every rule module. Add an op by adding a
 rule (or a rule file) here; no pass needs to change.
 """
 from .registry import REGISTRY, RuleRegistry
-from . import elementwise, layers, norm, pad, reduce, shape  # noqa: F401  (registration)
+from . import einsum, elementwise, layers, norm, pad, reduce, shape, spectral  # noqa: F401
 
 __all__ = ["REGISTRY", "RuleRegistry"]

@@ -66,6 +66,24 @@ class ConsumerUse:
     weight_arg: int | None = None  # the folded weight's argument index (gate the weight)
 
 
+def arg_at(node: fx.Node, arg):
+    """``node.args[arg]``, or ``node.args[i][k]`` for ``arg = (i, k)`` (an op taking a
+    list of tensors, such as ``einsum``)."""
+    if isinstance(arg, tuple):
+        return node.args[arg[0]][arg[1]]
+    return node.args[arg]
+
+
+def replace_arg(node: fx.Node, arg, value) -> None:
+    """Set the argument :func:`arg_at` reads."""
+    if isinstance(arg, tuple):
+        items = list(node.args[arg[0]])
+        items[arg[1]] = value
+        node.update_arg(arg[0], items)
+    else:
+        node.update_arg(arg, value)
+
+
 def broadcast_dims(*shapes) -> list[tuple]:
     """For each output dim of a broadcast, the matching dim of every operand (None if absent)."""
     rank = max(len(s) for s in shapes)
@@ -137,7 +155,7 @@ class RuleContext:
                 weight_arg: int | None = None):
         """Gate ``node.args[arg]`` along ``dim`` (if that dim carries labels); with
         ``weight_arg``, the gate may multiply that weight argument along ``fold``'s dim."""
-        labels = (self.of(node.args[arg]) or {}).get(dim)
+        labels = (self.of(arg_at(node, arg)) or {}).get(dim)
         if labels is None:
             return None
         if fold is not None:

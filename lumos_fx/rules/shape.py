@@ -117,16 +117,57 @@ def view(ctx, node):
         if not any(d in x for d in ii):
             continue
         wide = [j for j in jj if dst[j] != 1]
+        labeled = [d for d in ii if d in x and src[d] != 1]
         if len(wide) == 1 and math.prod(src[d] for d in ii) == dst[wide[0]]:
             merged = _merge(ctx, node, x, ii, src)
             if merged is not None:
                 out[wide[0]] = merged
+        elif len(labeled) == 1 and [d for d in ii if src[d] != 1] == labeled and wide:
+            out[wide[0]] = split_channels(ctx, node, x[labeled[0]], dst[wide[0]])
         else:
             for d in ii:
-                ctx.pin(x.get(d), f"{node.name}: reshape splits a channel dim")
+                ctx.pin(x.get(d), f"{node.name}: reshape merges and splits channel dims")
     if node.target in _SIZED_VIEWS:
         node.meta.setdefault("lumos", {})["codegen"] = "shape_args"
     return out
+
+
+def split_channels(ctx, node, labels: np.ndarray, outer: int) -> np.ndarray:
+    """A channel dim split into ``(outer, ...)`` (the inverse of a flatten:
+    ``Linear(512, 4096)`` then ``view(-1, 256, 4, 4)``; heads from ``(C) -> (H, D)``):
+    each of the ``outer`` entries owns a contiguous block of the old positions, so
+    the block lives or dies together. Returns the labels of the ``outer`` dim."""
+    blocks = labels.reshape(outer, -1)
+    for column in range(1, blocks.shape[1]):
+        ctx.unify(blocks[:, 0], blocks[:, column], f"{node.name}: split into blocks")
+    return blocks[:, 0].copy()
+
+
+@REGISTRY.ops(aten.pixel_shuffle.default)
+def pixel_shuffle(ctx, node):
+    """``(B, C*r*r, H, W) -> (B, C, H*r, W*r)``: output channel c reads input channels
+    ``c*r*r ... c*r*r + r*r - 1``, one block."""
+    x = ctx.of(node.args[0]) or {}
+    _pin_other_dims(ctx, node, x)
+    if 1 not in x:
+        return {}
+    return {1: split_channels(ctx, node, x[1], ctx.shape(node)[1])}
+
+
+@REGISTRY.ops(aten.pixel_unshuffle.default)
+def pixel_unshuffle(ctx, node):
+    """``(B, C, H, W) -> (B, C*r*r, H/r, W/r)``: each channel becomes a block of r*r."""
+    x = ctx.of(node.args[0]) or {}
+    _pin_other_dims(ctx, node, x)
+    if 1 not in x:
+        return {}
+    return {1: np.repeat(x[1], ctx.shape(node)[1] // len(x[1]))}
+
+
+def _pin_other_dims(ctx, node, x: dict) -> None:
+    for d, lab in x.items():
+        if d != 1:
+            ctx.pin(lab, f"{node.name}: {node.target} moves a channel dim into space")
 
 
 def _permuted(x: dict, order) -> dict:

@@ -53,9 +53,30 @@ class SplitHeads(nn.Module):
         return self.out(self.fc(x).view(-1, 4, 2).sum(1))
 
 
-def test_view_that_splits_a_channel_dim_pins_it():
-    groups, _ = _groups(SplitHeads(), torch.randn(3, 4))
-    assert "splits a channel dim" in groups["fc"].pinned
+def test_view_that_splits_a_channel_dim_prunes_whole_blocks():
+    """``(8) -> (4, 2)``: each of the 4 outer entries owns 2 rows of fc, a block."""
+    groups, gated = _groups(SplitHeads(), torch.randn(3, 4))
+    assert groups["fc"].pinned is None and groups["fc"].total == 4
+    with torch.no_grad():
+        lumos.gates(gated)["fc"].log_alpha[1] = -6.0
+    pruned = lumos.extract(gated)
+    assert pruned.fc.weight.shape == (6, 4)
+    assert lumos.verify(gated, pruned, (torch.randn(5, 4),)) < 1e-6
+
+
+class MergeAndSplit(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 6, 1)
+        self.out = nn.Linear(3, 1)
+
+    def forward(self, x):                     # (B, 6, 2, 2) -> (B, 3, 8): merges and splits
+        return self.out(self.conv(x).reshape(-1, 3, 8).transpose(1, 2)).sum((1, 2))
+
+
+def test_a_reshape_that_merges_and_splits_a_channel_dim_pins_it():
+    groups, _ = _groups(MergeAndSplit(), torch.randn(3, 2, 2, 2))
+    assert "merges and splits" in groups["conv"].pinned
 
 
 class Chunked(nn.Module):

@@ -1,0 +1,98 @@
+"""Rule for ``einsum``: contractions over channel dims (DeepONet, FNO spectral weights).
+
+Each letter of the equation is one channel space candidate. A letter kept in the
+output unifies the channels of every operand that has it (a parameter operand is
+a follower and is sliced along); a letter only a parameter has creates the output
+channels, like a linear layer's rows. A contracted letter is a sum of products,
+so zero-padding invariant: the channels are gated at an activation operand and,
+when a parameter also has the letter, the gate folds into it on extraction
+(``einsum("bix,iox->box", x, w)`` is a linear layer over ``i``; DeepONet's
+``einsum("bi,bi->b", branch, trunk)`` gates ``branch``).
+
+Example::
+
+    >>> from lumos_fx.rules.einsum import parse
+    >>> parse("b i x , i o x -> b o x", 2)
+    (['bix', 'iox'], 'box')
+"""
+from __future__ import annotations
+
+import math
+
+from .registry import REGISTRY, aten
+
+
+def parse(equation: str, count: int):
+    """``(input specs, output spec)``, or None for forms this rule does not handle."""
+    equation = equation.replace(" ", "")
+    if "..." in equation or "->" not in equation:
+        return None
+    inputs, output = equation.split("->")
+    specs = inputs.split(",")
+    return (specs, output) if len(specs) == count else None
+
+
+@REGISTRY.ops(aten.einsum.default)
+def einsum(ctx, node):
+    operands = list(node.args[1])
+    parsed = parse(node.args[0], len(operands))
+    if parsed is None or any(len(s) != len(ctx.shape(o)) for s, o in zip(parsed[0], operands)):
+        ctx.pin_inputs(node, f"{node.name}: einsum with ellipsis or an unusual equation")
+        return {}
+    specs, output = parsed
+    uses: dict[str, list[tuple[int, int]]] = {}
+    for k, spec in enumerate(specs):
+        for d, letter in enumerate(spec):
+            uses.setdefault(letter, []).append((k, d))
+    sizes = {letter: ctx.shape(operands[k])[d] for letter, ((k, d), *_) in uses.items()}
+    out, param_dims = {}, {}
+    for letter, places in uses.items():
+        labels = _unified(ctx, node, operands, places)
+        params = [(k, d) for k, d in places if ctx.attr(operands[k]) is not None]
+        if labels is None and letter in output and params and \
+                len(params) == len(places):        # only a weight has it: new channels
+            k, d = params[0]
+            path = ctx.attr(operands[k])
+            labels = ctx.produce(node, sizes[letter], key=f"{path}:{d}",
+                                 name=path.rpartition(".")[0] or path)
+        if labels is None:
+            continue
+        if letter in output:
+            out[output.index(letter)] = labels
+        else:
+            _consume(ctx, node, operands, places, params, labels)
+        for k, d in params:
+            param_dims.setdefault(k, {})[d] = labels
+    for k, dims in param_dims.items():        # one record per weight, all its labeled dims
+        owner, _, name = ctx.attr(operands[k]).rpartition(".")
+        others = [s for letter, s in sizes.items() if letter not in specs[k]]
+        flops = 2.0 * math.prod(others) / max(sizes.get(specs[0][0], 1), 1)
+        ctx.param(owner, name, dims, flops_per_entry=flops)
+    return out
+
+
+def _unified(ctx, node, operands, places):
+    """The labels of a letter, unified over the operands that carry it."""
+    found = [(ctx.of(operands[k]) or {}).get(d) for k, d in places]
+    labeled = [lab for lab in found if lab is not None]
+    if not labeled:
+        return None
+    for lab in labeled[1:]:
+        ctx.unify(labeled[0], lab, f"{node.name}: einsum joins fixed channels")
+    for (k, d), lab in zip(places, found):
+        if lab is None and ctx.attr(operands[k]) is None and ctx.shape(operands[k])[d] != 1:
+            ctx.pin(labeled[0], f"{node.name}: einsum with an unlabeled tensor")
+    return labeled[0]
+
+
+def _consume(ctx, node, operands, places, params, labels):
+    """Gate a contracted channel dim at its first labeled activation operand."""
+    for k, d in places:
+        if ctx.attr(operands[k]) is None and (ctx.of(operands[k]) or {}).get(d) is not None:
+            fold = None
+            if params:
+                pk, pd = params[0]
+                owner, _, name = ctx.attr(operands[pk]).rpartition(".")
+                fold = (owner, name, pd)
+            ctx.consume(node, (1, k), d, fold=fold)
+            return

@@ -1,0 +1,76 @@
+"""Operators SciML models use: einsum contractions, FFTs, channel-splitting reshapes,
+pixel shuffle. Hidden widths are gated and shrink exactly under random gates."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import lumos_fx as lumos
+from tests.models.operators import DeepONet, FNO1d
+from tests.test_exactness_zoo import randomize_gates
+
+
+def _params(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("make,inputs,hidden", [
+    (FNO1d, lambda b: (torch.randn(b, 3, 32),), ("lift", "spectral_0", "spectral_1")),
+    (DeepONet, lambda b: (torch.randn(b, 20), torch.randn(b, 2)), ("branch_2", "trunk_0")),
+])
+def test_operator_models_gate_their_hidden_widths(make, inputs, hidden):
+    torch.manual_seed(0)
+    model = make().eval()
+    gated = lumos.compile(model, example_inputs=inputs(4))
+    assert set(hidden) <= set(lumos.gates(gated)), sorted(lumos.gates(gated))
+    x = inputs(5)
+    with torch.no_grad():
+        torch.testing.assert_close(gated.eval()(*x), model(*x))
+    randomize_gates(gated, seed=1)
+    pruned = lumos.extract(gated)
+    assert lumos.verify(gated, pruned, inputs(7)) < 1e-5
+    assert _params(pruned) < _params(model)
+
+
+class Decoder(nn.Module):
+    """A latent vector unflattened into feature maps: the inverse of a flatten."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(16, 32 * 4 * 4)
+        self.up = nn.ConvTranspose2d(32, 8, 2, stride=2)
+        self.ps = nn.Conv2d(8, 4 * 4, 3, padding=1)
+        self.out = nn.Conv2d(4, 1, 3, padding=1)
+
+    def forward(self, z):
+        h = torch.relu(self.fc(z)).view(-1, 32, 4, 4)
+        h = torch.relu(self.up(h))
+        return self.out(torch.pixel_shuffle(torch.relu(self.ps(h)), 2))
+
+
+def test_a_reshape_that_splits_channels_and_pixel_shuffle_prune_in_blocks():
+    gated = lumos.compile(Decoder(), example_inputs=(torch.randn(3, 16),))
+    assert lumos.gates(gated)["fc"].log_alpha.numel() == 32      # a channel = 16 rows
+    assert lumos.gates(gated)["ps"].log_alpha.numel() == 4       # a channel = 4 conv rows
+    with torch.no_grad():
+        lumos.gates(gated)["fc"].log_alpha[:5] = -6.0
+        lumos.gates(gated)["ps"].log_alpha[1] = -6.0
+    pruned = lumos.extract(gated)
+    assert pruned.fc.weight.shape == (27 * 16, 16) and pruned.ps.weight.shape[0] == 12
+    assert lumos.verify(gated, pruned, (torch.randn(5, 16),)) < 1e-5
+
+
+def test_fft_over_a_channel_dim_pins():
+    class ChannelFFT(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.head = nn.Linear(4, 8), nn.Linear(5, 1)
+
+        def forward(self, x):
+            return self.head(torch.fft.rfft(self.fc(x)).abs())
+
+    gated = lumos.compile(ChannelFFT(), example_inputs=(torch.randn(3, 4),))
+    assert "fc" not in lumos.gates(gated)
+    pins = [g.pinned for g in lumos.report(gated).groups if g.name == "fc"]
+    assert pins and "Fourier transform over a channel dim" in pins[0]

@@ -39,8 +39,8 @@ from .gated_module import GatedModule
 from .validate import (check_eval_identity as _check_eval_identity,
                        check_example_inputs as _check_example_inputs,
                        check_input_dims as _check_input_dims, check_lam as _check_lam,
-                       check_gates_finite, model_inputs)
-from .verify import verify
+                       check_gates_finite)
+from .verify import model_inputs, verify
 
 DEFAULT_LAMBDA = 1.0
 

@@ -19,7 +19,7 @@ import torch
 from torch import fx, nn
 
 from .errors import InputError, LumosError
-from .verify import relative_error
+from .verify import eval_mode_error
 
 
 def check_example_inputs(model: nn.Module, example_inputs) -> tuple:
@@ -86,28 +86,10 @@ def check_input_dims(input_dims, gm: fx.GraphModule) -> dict:
     return dict(input_dims)
 
 
-def model_inputs(gated: nn.Module, inputs: tuple) -> tuple:
-    """``inputs`` with floating tensors on the dtype and device of the gated model's
-    parameters (after ``.double()`` or ``.to(device)``)."""
-    reference = next((p for name, p in gated.named_parameters()
-                      if not name.startswith("lumos_")), None)
-    if reference is None:
-        return tuple(inputs)
-    return tuple(x.to(device=reference.device,
-                      dtype=reference.dtype if x.is_floating_point() else x.dtype)
-                 if isinstance(x, torch.Tensor) else x for x in inputs)
-
-
 def check_eval_identity(model: nn.Module, gated: nn.Module, inputs: tuple,
                         rtol: float = 1e-5) -> float:
     """With all gates open, ``gated.eval()`` must compute what ``model.eval()`` does."""
-    modes = model.training, gated.training
-    model.eval(), gated.eval()
-    try:
-        with torch.no_grad():
-            error = relative_error(model(*inputs), gated(*inputs))
-    finally:
-        model.train(modes[0]), gated.train(modes[1])
+    error = eval_mode_error(model, gated, inputs, inputs)
     if not error <= rtol:
         raise LumosError(
             f"the captured eval-mode graph of {type(model).__name__} differs from "

@@ -35,6 +35,31 @@ def relative_error(expected, actual) -> float:
     return worst
 
 
+def model_inputs(gated: nn.Module, inputs: tuple) -> tuple:
+    """``inputs`` with floating tensors on the dtype and device of the gated model's
+    parameters (after ``.double()`` or ``.to(device)``)."""
+    reference = next((p for name, p in gated.named_parameters()
+                      if not name.startswith("lumos_")), None)
+    if reference is None:
+        return tuple(inputs)
+    return tuple(x.to(device=reference.device,
+                      dtype=reference.dtype if x.is_floating_point() else x.dtype)
+                 if isinstance(x, torch.Tensor) else x for x in inputs)
+
+
+def eval_mode_error(expected: nn.Module, actual: nn.Module, expected_inputs: tuple,
+                    actual_inputs: tuple) -> float:
+    """Relative error of ``actual`` against ``expected``, both run in eval mode without
+    gradients; their modes are restored."""
+    modes = expected.training, actual.training
+    expected.eval(), actual.eval()
+    try:
+        with torch.no_grad():
+            return relative_error(expected(*expected_inputs), actual(*actual_inputs))
+    finally:
+        expected.train(modes[0]), actual.train(modes[1])
+
+
 def verify(gated: nn.Module, pruned: nn.Module, inputs: tuple | None = None,
            rtol: float = 1e-5) -> float:
     """Run both models in eval mode on ``inputs`` and return the relative error.
@@ -44,7 +69,6 @@ def verify(gated: nn.Module, pruned: nn.Module, inputs: tuple | None = None,
     """
     gated = unwrap(gated)
     state = state_of(gated)
-    from .validate import model_inputs
     inputs = model_inputs(gated, state.example_inputs) if inputs is None else tuple(inputs)
     kept = getattr(pruned, "lumos_kept_inputs", {})
     pruned_inputs = tuple(inputs)
@@ -53,13 +77,7 @@ def verify(gated: nn.Module, pruned: nn.Module, inputs: tuple | None = None,
         pruned_inputs = tuple(x.index_select(state.plan.inputs[name][0],
                                              torch.as_tensor(kept[name], device=x.device))
                               if name in kept else x for name, x in zip(names, inputs))
-    modes = gated.training, pruned.training
-    gated.eval(), pruned.eval()
-    try:
-        with torch.no_grad():
-            error = relative_error(gated(*inputs), pruned(*pruned_inputs))
-    finally:
-        gated.train(modes[0]), pruned.train(modes[1])
+    error = eval_mode_error(gated, pruned, inputs, pruned_inputs)
     if not error <= rtol:
         raise ExactnessError(
             f"the extracted model differs from the gated model by a relative error of "

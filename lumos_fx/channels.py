@@ -141,7 +141,9 @@ class ChannelGraph:
                     root = roots[atom]
                     channel_of_atom[atom] = channel_of_root.setdefault(root, len(channel_of_root))
                     pinned = pinned or self._pins.get(atom)
-            groups.append(Group(len(groups), spaces[0].name, spaces, channel_of_atom, pinned))
+            # named after a layer or input, not a tensor the model allocated
+            name = next((s.name for s in spaces if s.kind != "factory"), spaces[0].name)
+            groups.append(Group(len(groups), name, spaces, channel_of_atom, pinned))
         return groups
 
     def group_of_atom(self) -> dict[int, Group]:

@@ -8,6 +8,8 @@ pruned model runs for any batch size without user patches:
 * ``split`` - ``split``/``chunk`` along a channel dim become ``split_with_sizes``
   with each piece's kept count;
 * ``slice`` - ``x[:, a:b]`` on a channel dim becomes the kept positions' bounds;
+* ``factory_size`` - a tensor the model allocates (``torch.zeros(B, C, M)``, a recurrent
+  layer's zero state) follows the kept size of the channels written into it;
 * ``groups`` - a depthwise convolution's ``groups`` follows its kept channels;
 * ``mean`` - a ``mean`` over a channel dim becomes ``sum / original_count``,
   which is exact because closed channels are gated to zero.
@@ -85,7 +87,19 @@ def _groups(node: fx.Node, decisions) -> None:
         node.kwargs = {**node.kwargs, "groups": groups}
 
 
-REWRITES = {"groups": _groups, "shape_args": _shape_args, "split": _split, "slice": _slice, "mean": _mean}
+def _factory_size(node: fx.Node, decisions) -> None:
+    """``aten.zeros([s0, C, M])`` that pruned channels were written into: ``C`` becomes
+    the kept count."""
+    info = node.meta["lumos"]["factory"]
+    sizes = list(node.args[info["arg"]])
+    for dim, labels in info["sizes"].items():
+        sizes[dim] = len(decisions.kept(labels))
+    args = list(node.args)
+    args[info["arg"]] = sizes
+    node.args = tuple(args)
+
+
+REWRITES = {"groups": _groups, "factory_size": _factory_size, "shape_args": _shape_args, "split": _split, "slice": _slice, "mean": _mean}
 
 
 def rewrite_literals(gm: fx.GraphModule, decisions) -> None:

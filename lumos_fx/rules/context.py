@@ -151,13 +151,20 @@ class RuleContext:
             self._module_rows[key] = self.channels.new_space(str(name or key), size, kind)
         return self._module_rows[key]
 
-    def consume(self, node: fx.Node, arg: int, dim: int, fold: tuple[str, str, int] | None = None,
-                weight_arg: int | None = None):
+    def consume(self, node: fx.Node, arg, dim: int, fold: tuple[str, str, int] | None = None,
+                weight_arg=None):
         """Gate ``node.args[arg]`` along ``dim`` (if that dim carries labels); with
         ``weight_arg``, the gate may multiply that weight argument along ``fold``'s dim."""
         labels = (self.of(arg_at(node, arg)) or {}).get(dim)
         if labels is None:
             return None
+        return self.consume_labels(node, arg, dim, labels, fold, weight_arg)
+
+    def consume_labels(self, node: fx.Node, arg, dim: int, labels: Labels,
+                       fold: tuple[str, str, int] | None = None, weight_arg=None) -> Labels:
+        """Record a gated use with explicit ``labels``: a layer reading channels that are
+        not one of its inputs (a recurrent layer's own hidden state, read through its
+        ``weight_hh`` columns). ``arg`` is then the weight itself."""
         if fold is not None:
             owner, name, _ = fold
             seen = self._module_cols.setdefault(f"{owner}.{name}", labels)

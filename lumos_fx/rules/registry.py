@@ -20,7 +20,7 @@ Example::
     >>> aten = torch.ops.aten
     >>> REGISTRY.find(aten.linear.default) is not None, REGISTRY.find(aten.gelu.default) is not None
     (True, True)
-    >>> REGISTRY.find(aten.lstm.input) is None
+    >>> REGISTRY.find(aten.cumsum.default) is None
     True
 """
 from __future__ import annotations

@@ -57,3 +57,25 @@ class LSTMSurrogate(nn.Module):
     def forward(self, x):                       # (batch, time, features)
         h, _ = self.lstm(torch.tanh(self.encode(x)))
         return self.head(h[:, -1])
+
+
+class AllocatingSpectralConv1d(nn.Module):
+    """The usual hand-written spectral convolution: allocate the output, fill its low modes."""
+
+    def __init__(self, width: int, modes: int):
+        super().__init__()
+        self.width, self.modes = width, modes
+        self.weights = nn.Parameter(torch.randn(width, width, modes, dtype=torch.cfloat) / width)
+
+    def forward(self, x):
+        x_ft = torch.fft.rfft(x)
+        out_ft = torch.zeros(x.size(0), self.width, x.size(-1) // 2 + 1, dtype=torch.cfloat)
+        out_ft[:, :, :self.modes] = torch.einsum("bix,iox->box", x_ft[:, :, :self.modes],
+                                                 self.weights)
+        return torch.fft.irfft(out_ft, n=x.size(-1))
+
+
+class AllocatingFNO1d(FNO1d):
+    def __init__(self):
+        super().__init__()
+        self.spectral = nn.ModuleList(AllocatingSpectralConv1d(16, 6) for _ in range(2))

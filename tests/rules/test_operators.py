@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import lumos_fx as lumos
-from tests.models.operators import DeepONet, FNO1d
+from tests.models.operators import AllocatingFNO1d, DeepONet, FNO1d, LSTMSurrogate
 from tests.test_exactness_zoo import randomize_gates
 
 
@@ -18,6 +18,7 @@ def _params(model):
 @pytest.mark.parametrize("make,inputs,hidden", [
     (FNO1d, lambda b: (torch.randn(b, 3, 32),), ("lift", "spectral_0", "spectral_1")),
     (DeepONet, lambda b: (torch.randn(b, 20), torch.randn(b, 2)), ("branch_2", "trunk_0")),
+    (AllocatingFNO1d, lambda b: (torch.randn(b, 3, 32),), ("lift", "spectral_0", "spectral_1")),
 ])
 def test_operator_models_gate_their_hidden_widths(make, inputs, hidden):
     torch.manual_seed(0)
@@ -74,3 +75,34 @@ def test_fft_over_a_channel_dim_pins():
     assert "fc" not in lumos.gates(gated)
     pins = [g.pinned for g in lumos.report(gated).groups if g.name == "fc"]
     assert pins and "Fourier transform over a channel dim" in pins[0]
+
+
+class Recurrent(nn.Module):
+    def __init__(self, cls, **options):
+        super().__init__()
+        self.rnn = cls(6, 12, batch_first=True, **options)
+        self.head = nn.Linear(12 * (2 if options.get("bidirectional") else 1), 1)
+
+    def forward(self, x):
+        return self.head(self.rnn(x)[0][:, -1])
+
+
+@pytest.mark.parametrize("make", [
+    pytest.param(lambda: LSTMSurrogate(), id="lstm-surrogate"),
+    pytest.param(lambda: Recurrent(nn.LSTM, num_layers=2, bidirectional=True), id="lstm-2-layers-bi"),
+    pytest.param(lambda: Recurrent(nn.GRU), id="gru"),
+    pytest.param(lambda: Recurrent(nn.RNN, num_layers=2), id="rnn"),
+])
+def test_recurrent_hidden_size_is_one_group_and_shrinks_exactly(make):
+    torch.manual_seed(0)
+    model = make().eval()
+    x = torch.randn(4, 7, 6)
+    gated = lumos.compile(model, example_inputs=(x,))
+    hidden = "lstm" if isinstance(model, LSTMSurrogate) else "rnn"
+    assert lumos.gates(gated)[hidden].log_alpha.numel() == (32 if hidden == "lstm" else 12)
+    with torch.no_grad():
+        torch.testing.assert_close(gated.eval()(x), model(x))
+        lumos.gates(gated)[hidden].log_alpha[:5] = -6.0
+    pruned = lumos.extract(gated)
+    assert lumos.verify(gated, pruned, (torch.randn(3, 9, 6),)) < 1e-5
+    assert _params(pruned) < _params(model)

@@ -1,0 +1,88 @@
+"""Rule for recurrent layers (``aten.lstm``, ``aten.gru``, ``aten.rnn_tanh``/``rnn_relu``).
+
+The hidden size is one channel group for every layer and direction (PyTorch's
+recurrent ops take one hidden size). Hidden channel ``j`` owns rows ``j, H + j, ...``
+of every ``weight_ih``/``weight_hh``/bias (one block per gate: 4 for an LSTM, 3 for
+a GRU) and column ``j`` of every ``weight_hh``. The gate multiplies the columns
+that read channel ``j`` (the recurrence through ``weight_hh``, the next layer's
+``weight_ih``, and every consumer of the output), so a closed channel still runs
+but nothing reads it: removing its rows and columns is exact. A first layer reads
+the input features through its ``weight_ih`` columns. Zero initial states that
+the module creates (``torch.zeros(layers, batch, H)``) follow the kept size
+(see :mod:`lumos_fx.rules.factory`).
+
+Example::
+
+    >>> import torch
+    >>> from lumos_fx.rules import REGISTRY
+    >>> from lumos_fx.rules.recurrent import recurrent
+    >>> REGISTRY.find(torch.ops.aten.lstm.input) is recurrent
+    True
+"""
+from __future__ import annotations
+
+import numpy as np
+from torch import fx
+
+from .registry import REGISTRY, aten
+
+_GATE_BLOCKS = {aten.lstm.input: 4, aten.gru.input: 3, aten.rnn_tanh.input: 1,
+                aten.rnn_relu.input: 1}
+
+
+def _owner(path: str) -> tuple[str, str]:
+    owner, _, name = path.rpartition(".")
+    return owner, name
+
+
+@REGISTRY.ops(*_GATE_BLOCKS)
+def recurrent(ctx, node):
+    x_node, states, params = node.args[0], node.args[1], list(node.args[2])
+    has_biases, layers, _, _, bidirectional, batch_first = node.args[3:9]
+    states = list(states) if isinstance(states, (list, tuple)) else [states]
+    directions, per_layer = (2 if bidirectional else 1), (4 if has_biases else 2)
+    paths = [ctx.attr(p) for p in params]
+    outputs = len(states) + 1
+    if None in paths or len(params) != layers * directions * per_layer:
+        ctx.pin_inputs(node, f"{node.name}: {node.target} with computed or projected weights")
+        return tuple({} for _ in range(outputs))
+    x = ctx.of(x_node) or {}
+    shape = ctx.shape(x_node)
+    last = len(shape) - 1
+    for d, lab in x.items():
+        if d != last:
+            ctx.pin(lab, f"{node.name}: a recurrent layer's time or batch dim carries channels")
+    hidden = ctx.produce(node, ctx.shape(params[1])[1], key=paths[1], name=_owner(paths[1])[0])
+    rows = np.tile(hidden, _GATE_BLOCKS[node.target])
+    steps = shape[1 if batch_first else 0] if len(shape) == 3 else shape[0]
+    both = np.concatenate([hidden] * directions)
+    for layer in range(layers):
+        for direction in range(directions):
+            base = (layer * directions + direction) * per_layer
+            w_ih, w_hh = _owner(paths[base]), _owner(paths[base + 1])
+            layer_input = x.get(last) if layer == 0 else both
+            ctx.param(*w_ih, {0: rows, 1: layer_input}, flops_per_entry=2 * steps)
+            ctx.param(*w_hh, {0: rows, 1: hidden}, flops_per_entry=2 * steps)
+            if has_biases:
+                ctx.param(*_owner(paths[base + 2]), {0: rows})
+                ctx.param(*_owner(paths[base + 3]), {0: rows})
+            if layer == 0:
+                ctx.consume(node, 0, last, fold=(*w_ih, 1), weight_arg=(2, base))
+            else:
+                ctx.consume_labels(node, (2, base), 1, both, fold=(*w_ih, 1), weight_arg=(2, base))
+            ctx.consume_labels(node, (2, base + 1), 1, hidden, fold=(*w_hh, 1),
+                               weight_arg=(2, base + 1))
+    for state in states:
+        _initial_state(ctx, node, state, hidden)
+    state_labels = {len(ctx.shape(states[0])) - 1: hidden}
+    return ({last: both}, *(dict(state_labels) for _ in states))
+
+
+def _initial_state(ctx, node, state: fx.Node, hidden) -> None:
+    """A zero state the module made (a factory, see :mod:`lumos_fx.rules.factory`) or
+    a given one with channel labels joins the hidden group; an unlabeled one pins it."""
+    given = (ctx.of(state) or {}).get(len(ctx.shape(state)) - 1)
+    if given is not None:
+        ctx.unify(hidden, given, f"{node.name}: initial state")
+    else:
+        ctx.pin(hidden, f"{node.name}: an initial state without channel labels")

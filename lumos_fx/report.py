@@ -141,6 +141,8 @@ def report(gated: nn.Module) -> Report:
     roles = _roles(state)
     groups = []
     for group in state.plan.channels.groups():
+        if group.index not in state.keys and all(s.kind == "factory" for s in group.spaces):
+            continue    # a tensor the model allocated, joined to no layer: nothing to say
         keep, values = decisions.keep.get(group.index), decisions.value.get(group.index)
         kind = "input" if group.spaces[0].kind == "input" else "channels"
         kept = int(keep.sum()) if keep is not None else group.size

@@ -161,19 +161,23 @@ def test_hugging_face_models_compile_in_train_mode_and_extract_exactly(name):
     assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in model.parameters())
 
 
-@pytest.mark.parametrize("name", ["GIN", "GCN", "GraphSAGE", "GAT"])
-def test_pyg_model_classes_compile_without_concrete_args(name):
+@pytest.mark.parametrize("name,hidden", [("GIN", "convs_0_nn_lins_0"), ("GCN", "convs_0_lin"),
+                                         ("GraphSAGE", "convs_0_lin_l"), ("GAT", "convs_0_lin")])
+def test_pyg_model_classes_compile_gate_their_hidden_widths_and_extract_exactly(name, hidden):
     pyg = pytest.importorskip("torch_geometric.nn")
     torch.manual_seed(0)
     model = getattr(pyg.models, name)(5, 16, num_layers=2, out_channels=3).train()
     x, edges = torch.randn(10, 5), torch.randint(0, 10, (2, 30))
     dims = ({0: torch.export.Dim("nodes", min=2)}, {1: torch.export.Dim("edges", min=2)})
     gated = lumos.compile(model, example_inputs=(x, edges), dynamic_shapes=dims)
+    assert {"x", hidden} <= set(lumos.gates(gated)), sorted(lumos.gates(gated))
     other = (torch.randn(14, 5), torch.randint(0, 14, (2, 41)))   # another graph size
     with torch.no_grad():
         torch.testing.assert_close(gated.eval()(*other), model.eval()(*other))
     randomize_gates(gated, seed=3)
-    assert lumos.verify(gated, lumos.extract(gated), other) < 1e-5
+    pruned = lumos.extract(gated)
+    assert lumos.verify(gated, pruned, other) < 1e-5
+    assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in model.parameters())
 
 
 def test_gated_model_survives_save_load_deepcopy_and_dtype_moves():
@@ -204,3 +208,82 @@ def test_torch_compile_wrapper_keeps_the_lumos_state():
     compiled(torch.randn(3, 4)).sum().backward()
     assert float(lumos.penalty(compiled)) > 0
     assert lumos.extract(compiled) is not None
+
+
+class DropPath(nn.Module):
+    """timm's stochastic depth: a training-only random branch."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x):
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = x.new_empty(x.shape[0], 1, 1, 1).bernoulli_(1 - self.p)
+        return x * keep / (1 - self.p)
+
+
+class SqueezeExcite(nn.Module):
+    def __init__(self, channels: int, reduced: int, gate=torch.sigmoid):
+        super().__init__()
+        self.conv_reduce, self.conv_expand = nn.Conv2d(channels, reduced, 1), nn.Conv2d(reduced, channels, 1)
+        self.gate = gate
+
+    def forward(self, x):
+        s = self.conv_expand(F.silu(self.conv_reduce(x.mean((2, 3), keepdim=True))))
+        return x * self.gate(s)
+
+
+class MBConv(nn.Module):
+    """timm-style inverted residual: BatchNormAct2d, depthwise, SE, DropPath."""
+
+    def __init__(self, cin: int, cout: int, expand: int, gate=torch.sigmoid):
+        super().__init__()
+        mid = cin * expand
+        self.conv_pw = nn.Conv2d(cin, mid, 1, bias=False)
+        self.bn1 = BatchNormAct2d(mid)
+        self.conv_dw = nn.Conv2d(mid, mid, 3, padding=1, groups=mid, bias=False)
+        self.bn2 = BatchNormAct2d(mid)
+        self.se = SqueezeExcite(mid, max(2, cin // 4), gate)
+        self.conv_pwl = nn.Conv2d(mid, cout, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(cout)
+        self.drop_path = DropPath(0.2)
+        self.residual = cin == cout
+
+    def forward(self, x):
+        h = self.se(self.bn2(self.conv_dw(self.bn1(self.conv_pw(x)))))
+        h = self.bn3(self.conv_pwl(h))
+        return x + self.drop_path(h) if self.residual else h
+
+
+class EfficientNetStyle(nn.Module):
+    def __init__(self, gate=torch.sigmoid):
+        super().__init__()
+        self.conv_stem, self.bn1 = nn.Conv2d(3, 8, 3, 2, 1, bias=False), BatchNormAct2d(8)
+        self.blocks = nn.Sequential(MBConv(8, 8, 1, gate), MBConv(8, 12, 4, gate),
+                                    MBConv(12, 12, 4, gate))
+        self.conv_head, self.bn2 = nn.Conv2d(12, 32, 1, bias=False), BatchNormAct2d(32)
+        self.classifier = nn.Linear(32, 5)
+
+    def forward(self, x):
+        h = self.bn2(self.conv_head(self.blocks(self.bn1(self.conv_stem(x)))))
+        return self.classifier(F.dropout(h.mean((2, 3)), 0.2, self.training))
+
+
+@pytest.mark.parametrize("gate", [torch.sigmoid, F.hardsigmoid], ids=["efficientnet", "mobilenetv3"])
+def test_timm_style_blocks_compiled_in_train_mode_are_exact(gate):
+    torch.manual_seed(0)
+    model = EfficientNetStyle(gate).train()
+    x = torch.randn(4, 3, 16, 16)
+    gated = lumos.compile(model, example_inputs=(x,))
+    reference = copy.deepcopy(model).eval()
+    x2 = torch.randn(3, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(gated.eval()(x2), reference(x2), rtol=1e-5, atol=1e-6)
+    assert {"conv_stem", "blocks_1_conv_pw"} <= set(lumos.gates(gated))
+    randomize_gates(gated, seed=5)
+    pruned = lumos.extract(gated.eval())
+    assert lumos.verify(gated, pruned, (x2,)) < 1e-5
+    gated.train()(x2).sum().backward()          # trains: gradients reach weights and gates
+    assert gated.get_parameter("conv_stem.weight").grad is not None

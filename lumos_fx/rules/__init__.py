@@ -5,6 +5,6 @@ rule (or a rule file) here; no pass needs to change.
 """
 from .registry import REGISTRY, RuleRegistry
 from . import (einsum, elementwise, factory, layers, norm, pad, recurrent, reduce,  # noqa: F401
-               shape, spectral)
+               scatter, shape, spectral)
 
 __all__ = ["REGISTRY", "RuleRegistry"]

@@ -2,7 +2,8 @@
 
 ``aten.linear`` reads its input's last dim through weight columns and creates
 its output features; ``aten.conv*d`` does the same on dim 1 (a depthwise conv
-follows its input's channels; other grouped convolutions pin theirs);
+follows its input's channels; other grouped convolutions prune the same
+positions in every group);
 ``aten.conv_transpose*d`` keeps its weight as ``(in, out, ...)``;
 ``aten.embedding`` creates its embedding columns from integer inputs. The
 weights must be parameters the graph reads (``get_attr``); a computed weight
@@ -101,14 +102,29 @@ def conv(ctx, node):
     if groups == 1:
         cols = ctx.consume(node, 0, 1, fold=(*_owner(weight), 1), weight_arg=1)
     else:
-        cols = None
-        reason = f"{node.name}: grouped convolution (groups={groups})"
-        ctx.pin(x.get(1), reason)
-        ctx.pin(rows, reason)
+        cols = _equal_groups(ctx, node, x.get(1), rows, groups)
     ctx.param(*_owner(weight), {0: rows, 1: cols}, flops_per_entry=2 * positions)
     if bias is not None:
         ctx.param(*_owner(bias), {0: rows})
     return {1: rows}
+
+
+def _equal_groups(ctx, node, inputs, rows, groups: int):
+    """A grouped convolution keeps ``groups`` equal groups: channel ``k`` of every group
+    lives or dies together (input and output side), so each group keeps the same
+    positions and ``groups`` stays as it is. The gate scales the input activation (the
+    weight holds one group's worth of columns); returns the labels of the weight's
+    input dim (one group's positions)."""
+    reason = f"{node.name}: grouped convolution keeps its groups equal"
+    for labels in (inputs, rows):
+        if labels is not None:
+            blocks = labels.reshape(groups, -1)
+            for other in blocks[1:]:
+                ctx.unify(blocks[0], other, reason)
+    if inputs is None:
+        return None
+    ctx.consume(node, 0, 1)
+    return inputs.reshape(groups, -1)[0].copy()
 
 
 def _depthwise(ctx, weight, bias, x, positions):

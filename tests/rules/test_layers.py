@@ -36,11 +36,16 @@ class Depthwise(nn.Module):
         return self.grouped(F.relu(self.dw(self.pw(x))))
 
 
-def test_depthwise_follows_its_input_and_grouped_conv_pins():
+def test_depthwise_follows_its_input_and_grouped_conv_prunes_equal_groups():
     gated = lumos.compile(Depthwise(), example_inputs=(torch.randn(2, 3, 6, 6),))
     groups = {g.name: g for g in lumos.report(gated).groups}
-    assert "grouped convolution" in groups["pw"].pinned
-    assert groups["pw"].followers == ["dw"]
+    assert groups["pw"].pinned is None and groups["pw"].total == 4     # 8 channels, 2 groups
+    assert "dw" in groups["pw"].followers
+    with torch.no_grad():
+        lumos.gates(gated)["pw"].log_alpha[[0, 2]] = -6.0
+    pruned = lumos.extract(gated)
+    assert pruned.pw.weight.shape[0] == 4 and pruned.grouped.weight.shape == (4, 2, 1, 1)
+    assert lumos.verify(gated, pruned, (torch.randn(3, 3, 6, 6),)) < 1e-6
 
 
 class DepthwiseFree(nn.Module):

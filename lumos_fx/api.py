@@ -33,6 +33,7 @@ from .passes.insert_gates import insert_gates
 from .passes.shape_prop import propagate_shapes
 from .passes.shrink import shrink
 from .state import LumosState, state_of, unwrap
+from .call_signature import CallSignature
 from .capture import capture
 from .prunability import check_prunable
 from .gated_module import GatedModule
@@ -109,7 +110,8 @@ def compile(model: nn.Module, example_inputs: Sequence[torch.Tensor] | None = No
     input_dims = _check_input_dims(input_dims, graphs[False])
     plan = build_groups(graphs, input_dims)
     keys = insert_gates(graphs, plan, gate_config)
-    gated = GatedModule(graphs, None, type(model).__name__)
+    captured = tuple(n.target for n in graphs[False].graph.nodes if n.op == "placeholder")
+    gated = GatedModule(graphs, None, type(model).__name__, CallSignature(model, captured))
     gated.add_module("lumos_cost", ExpectedCost(plan, keys, gated))
     if budget is not None:
         gated.add_module("lumos_budget", BudgetController(budget))

@@ -32,13 +32,15 @@ _STATE = ("_parameters", "_buffers", "_modules", "_non_persistent_buffers_set")
 class GatedModule(nn.Module):
     """Dispatches ``forward`` to the train or eval graph by ``self.training``."""
 
-    def __init__(self, graphs: dict[bool, fx.GraphModule], state, name: str = "model"):
+    def __init__(self, graphs: dict[bool, fx.GraphModule], state, name: str = "model",
+                 signature=None):
         super().__init__()
         self.__dict__["_graphs"] = dict(graphs)
         for key in _STATE:
             self.__dict__[key] = graphs[True].__dict__[key]
         self.__dict__["lumos_state"] = state
         self.__dict__["model_name"] = name
+        self.__dict__["call_signature"] = signature
         self._tie()
 
     def _tie(self) -> None:
@@ -65,6 +67,8 @@ class GatedModule(nn.Module):
         return self._graphs[False].code
 
     def forward(self, *args, **kwargs):
+        if self.call_signature is not None:
+            args, kwargs = self.call_signature.bind(args, kwargs)
         return self._graphs[self.training](*args, **kwargs)
 
     def __getstate__(self):

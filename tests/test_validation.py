@@ -123,3 +123,28 @@ def test_compile_says_when_little_can_be_pruned_and_names_the_op():
 def test_a_budget_below_the_smallest_extractable_model_is_refused():
     with pytest.raises(lumos.InputError, match=r"below the smallest model .* at least (0\.9|1\.0)"):
         lumos.compile(_Cumulative(), example_inputs=(torch.randn(4, 6),), budget=0.3)
+
+
+class _WithMask(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(10, 4)
+
+    def forward(self, x, mask=None, scale: float = 1.0):
+        h = self.fc(x)
+        if mask is not None:
+            h = h * mask
+        return h * scale
+
+
+def test_arguments_left_at_their_defaults_are_accepted_by_gated_and_pruned_models():
+    model = _WithMask().eval()
+    gated = lumos.compile(model, example_inputs=(X,)).eval()
+    pruned = lumos.extract(gated)
+    for compiled in (gated, pruned):
+        expected = model(X)
+        torch.testing.assert_close(compiled(X, mask=None), expected)
+        torch.testing.assert_close(compiled(x=X, scale=1.0), expected)
+        torch.testing.assert_close(compiled(X, None, 1.0), expected)
+        with pytest.raises(lumos.InputError, match="'mask' was not among the example inputs"):
+            compiled(X, mask=torch.ones(4))

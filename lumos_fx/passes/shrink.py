@@ -361,6 +361,8 @@ def shrink(gated: nn.Module, inputs: str = "full", round_to: int = 1,
     pruned.recompile()
     pruned.lumos_kept_inputs = kept_inputs
     pruned.lumos_input_mode = inputs
+    if work.call_signature is not None:     # model(x, mask=None) works as on the original
+        pruned.register_forward_pre_hook(work.call_signature, with_kwargs=True)
     if not _reads_inputs(pruned.graph):
         warnings.warn("lumos: every path from the model inputs is gated off, so the extracted "
                       "model outputs a constant; train with a smaller lam or a larger budget",

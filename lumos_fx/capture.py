@@ -32,6 +32,7 @@ import torch
 from torch import fx, nn
 
 from .errors import TraceError
+from .pyg_capture import symbolic_graph_counts
 
 __all__ = ["BufferTracer", "capture", "default_dynamic_shapes"]
 
@@ -107,8 +108,9 @@ def capture(model: nn.Module, args: tuple, kwargs: dict | None = None, *,
         for mode in (True, False):
             model.train(mode)
             try:
-                program = torch.export.export(model, args, kwargs or None,
-                                              dynamic_shapes=dynamic_shapes, strict=False)
+                with symbolic_graph_counts():
+                    program = torch.export.export(model, args, kwargs or None,
+                                                  dynamic_shapes=dynamic_shapes, strict=False)
             except Exception as err:
                 raise TraceError(explain(model, err, mode, args)) from err
             if default_dynamic:

@@ -84,6 +84,10 @@ class ChannelGraph:
         self._groups = None
         return np.arange(start, start + size, dtype=np.int64)
 
+    def space_of(self, atom: int) -> Space:
+        """The space that created ``atom``."""
+        return self.spaces[self._space_of_atom[atom]]
+
     def find(self, atom: int) -> int:
         parent = self._parent
         root = atom

@@ -118,7 +118,8 @@ def _roles(state) -> dict[int, dict[str, list[str]]]:
                 names.append(name)
     for group in state.plan.channels.groups():
         for space in group.spaces:
-            add(np.arange(space.start, space.start + space.size), "producers", space.name)
+            if space.kind != "factory":     # tensors the model allocates are not layers
+                add(np.arange(space.start, space.start + space.size), "producers", space.name)
     readers = set()
     for use in state.plan.consumers:
         reader = use.fold[0] if use.fold else use.node
@@ -144,7 +145,7 @@ def report(gated: nn.Module) -> Report:
         if group.index not in state.keys and all(s.kind == "factory" for s in group.spaces):
             continue    # a tensor the model allocated, joined to no layer: nothing to say
         keep, values = decisions.keep.get(group.index), decisions.value.get(group.index)
-        kind = "input" if group.spaces[0].kind == "input" else "channels"
+        kind = "input" if group.spaces[0].kind in ("input", "categorical") else "channels"
         kept = int(keep.sum()) if keep is not None else group.size
         inert = int((keep & (values == 0)).sum()) if keep is not None else 0
         role = roles.get(group.index, {"producers": [], "consumers": [], "followers": []})

@@ -76,7 +76,8 @@ def verify(gated: nn.Module, pruned: nn.Module, inputs: tuple | None = None,
         names = [n.target for n in gated.graph.nodes if n.op == "placeholder"]
         pruned_inputs = tuple(x.index_select(state.plan.inputs[name][0],
                                              torch.as_tensor(kept[name], device=x.device))
-                              if name in kept else x for name, x in zip(names, inputs))
+                              if name in kept and name not in state.plan.categorical else x
+                              for name, x in zip(names, inputs))
     error = eval_mode_error(gated, pruned, inputs, pruned_inputs)
     if not error <= rtol:
         raise ExactnessError(

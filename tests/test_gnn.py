@@ -50,3 +50,27 @@ def test_molecule_gin_edge_embeddings_join_the_node_channels():
     assert lumos.verify(gated, pruned, other) < 1e-5
     randomize_gates(gated, seed=4)
     assert lumos.verify(gated, lumos.extract(gated), other) < 1e-5
+
+
+def test_categorical_atom_and_bond_features_are_selected_and_their_tables_dropped():
+    torch.manual_seed(0)
+    model = MoleculeGIN().eval()
+    names = {"x": ["atomic_num", "chirality", "degree"], "edge_attr": ["bond_type", "stereo"]}
+    gated = lumos.compile(model, example_inputs=random_graphs(4, 0, categorical=True),
+                          dynamic_shapes=graph_dims((0, "N"), (1, "E"), (0, "E"), (0, "N")),
+                          feature_names=names)
+    assert lumos.gates(gated)["x"].log_alpha.numel() == 3
+    assert lumos.gates(gated)["edge_attr"].log_alpha.numel() == 2
+    with torch.no_grad():
+        lumos.gates(gated)["x"].log_alpha[1] = -6.0
+        lumos.gates(gated)["edge_attr"].log_alpha[0] = -6.0
+    pruned = lumos.extract(gated)
+    other = random_graphs(6, 1, categorical=True)
+    assert lumos.verify(gated, pruned, other) < 1e-6
+    assert pruned.get_parameter("atom_encoder.tables.1.weight").numel() == 0
+    for layer in (0, 1):           # the bond feature's table goes from every layer
+        assert pruned.get_parameter(f"convs.{layer}.bond_encoder.tables.0.weight").numel() == 0
+    report = lumos.report(gated)
+    assert report.kept_features == {"x": ["atomic_num", "degree"], "edge_attr": ["stereo"]}
+    assert report.dropped_features == {"x": ["chirality"], "edge_attr": ["bond_type"]}
+    assert report.params_after == report.params_before - (5 + 2 * 4) * 16

@@ -33,6 +33,7 @@ from torch import fx
 
 from ..channels import ChannelGraph, Labels
 from ..rules import REGISTRY
+from ..rules.categorical import is_categorical_input
 from ..rules.context import ConsumerUse, ParamSpec, RuleContext
 from ..rules.shape import ChannelCount
 
@@ -45,6 +46,7 @@ class GroupPlan:
     params: dict[str, ParamSpec]
     consumers: list[ConsumerUse]
     inputs: dict[str, tuple[int, Labels]] = field(default_factory=dict)
+    categorical: set[str] = field(default_factory=set)   # inputs read as embedding indices
 
 
 def describe(node: fx.Node) -> str:
@@ -88,16 +90,19 @@ def feature_dim(node: fx.Node) -> int:
 
 
 def _input_space(ctx: RuleContext, node: fx.Node, input_dims: dict, training: bool):
-    if not _real_input(node):
+    categorical = is_categorical_input(node)
+    if not (categorical or _real_input(node)):
         return None
     dim = input_dims.get(node.target, "auto")
     if dim is None:
         return None
     rank = len(node.meta["tensor_meta"].shape)
+    if categorical:
+        dim = 1
     dim = feature_dim(node) if dim == "auto" else dim % rank
     size = int(node.meta["tensor_meta"].shape[dim])
-    return dim, ctx.produce(node, size, kind="input", key=f"input:{node.target}",
-                            name=str(node.target))
+    return dim, ctx.produce(node, size, kind="categorical" if categorical else "input",
+                            key=f"input:{node.target}", name=str(node.target))
 
 
 def build_groups(graphs: dict[bool, fx.GraphModule], input_dims: dict | None = None) -> GroupPlan:
@@ -110,7 +115,14 @@ def build_groups(graphs: dict[bool, fx.GraphModule], input_dims: dict | None = N
             out = _labels_of(ctx, node, input_dims or {}, inputs, training)
             ctx.labels[node] = out
             node.meta.setdefault("lumos", {})["labels"] = out
-    return GroupPlan(ctx.channels, ctx.params, ctx.consumers, inputs)
+    categorical = {name for name, (_, labels) in inputs.items()
+                   if len(labels) and ctx.channels.spaces[_space_index(ctx, labels[0])].kind
+                   == "categorical"}
+    return GroupPlan(ctx.channels, ctx.params, ctx.consumers, inputs, categorical)
+
+
+def _space_index(ctx: RuleContext, atom: int) -> int:
+    return next(i for i, s in enumerate(ctx.channels.spaces) if s.start <= atom < s.start + s.size)
 
 
 def _labels_of(ctx: RuleContext, node: fx.Node, input_dims: dict, inputs: dict, training: bool):

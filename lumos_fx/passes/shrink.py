@@ -67,6 +67,11 @@ class Decisions:
             [*(g.log_alpha.detach().cpu().double().numpy() for g in gates.values()), np.zeros(1)])
         self.value = self._per_group(self._flat_value, state)
         self.keep = self._per_group(self._flat_keep, state)
+        # a categorical feature may close entirely: its tables go, nothing has zero width
+        self._may_close = np.zeros_like(self._flat_keep)
+        for gid in state.keys:
+            if any(space.kind == "categorical" for space in state.plan.channels.groups()[gid].spaces):
+                self._per_group(self._may_close, state)[gid][:] = True
         for labels in [u.labels for u in state.plan.consumers] + [
                 lab for spec in state.plan.params.values() for d in spec.dims
                 for lab in spec.label_sets(d)]:
@@ -94,14 +99,14 @@ class Decisions:
         """No layer may end up with zero width: keep the strongest closed channel
         (its gate value 0 stays folded into the consumers, so this is exact)."""
         slots = self._slots(labels)
-        if len(slots) and not self._flat_keep[slots].any():
+        if len(slots) and not self._flat_keep[slots].any() and not self._may_close[slots].all():
             self._flat_keep[slots[np.argmax(self._flat_score[slots])]] = True
 
     def _reopenable(self, state: LumosState) -> np.ndarray:
         """Flat slots of closed channels and flattened positions (never input features)."""
         groups = state.plan.channels.groups()
         slots = [self._offset[gid] + np.flatnonzero(~keep) for gid, keep in self.keep.items()
-                 if all(space.kind != "input" for space in groups[gid].spaces)]
+                 if all(space.kind not in ("input", "categorical") for space in groups[gid].spaces)]
         return np.concatenate(slots) if slots else np.zeros(0, dtype=np.int64)
 
     def _fill(self, gated, state: LumosState, metric: str, target: float) -> None:
@@ -278,6 +283,20 @@ def _constant_of(gm, node, shape):
         return node.target(zeros, *args, **kwargs)
 
 
+def _drop_table(gm, node) -> None:
+    """``embedding(table, idx)`` of a closed categorical feature reads nothing: zeros of
+    shape ``idx.shape + (kept width,)``; the (now empty) table goes with the lookup."""
+    table, indices = node.args[0], node.args[1]
+    width = _get(gm, table.target)[2].shape[1]
+    rank = len(indices.meta["tensor_meta"].shape)
+    graph = gm.graph
+    with graph.inserting_before(node):
+        sizes = [graph.call_function(aten.sym_size.int, (indices, d)) for d in range(rank)]
+        zeros = graph.call_function(aten.new_zeros.default, (table, [*sizes, width]))
+    node.replace_all_uses_with(zeros)
+    graph.erase_node(node)
+
+
 def _remove_silent_branches(gm, silent: dict[str, list[int]]) -> None:
     """A layer whose whole input is closed outputs a constant (its bias): replace
     it by that constant, so dead-code elimination drops the branch feeding it
@@ -285,6 +304,9 @@ def _remove_silent_branches(gm, silent: dict[str, list[int]]) -> None:
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     for node in list(gm.graph.nodes):
         if node.name not in silent or not placeholders:
+            continue
+        if node.meta.get("lumos", {}).get("table_of_feature"):
+            _drop_table(gm, node)
             continue
         constant = _constant_of(gm, node, silent[node.name])
         if constant is None:
@@ -319,8 +341,8 @@ def _select_inputs(gm, state, decisions, mode: str) -> dict[str, list[int]]:
     for name, (dim, labels) in state.plan.inputs.items():
         kept = decisions.kept(labels)
         kept_inputs[name] = kept.tolist()
-        if mode == "kept" or len(kept) == len(labels):
-            continue
+        if mode == "kept" or len(kept) == len(labels) or name in state.plan.categorical:
+            continue    # categorical inputs keep their columns: the graph reads them by index
         node = placeholders[name]
         buffer = f"lumos_kept_{name}"
         gm.register_buffer(buffer, torch.as_tensor(kept, dtype=torch.long))

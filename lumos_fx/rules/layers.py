@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 
+from .categorical import feature_of, gate_table
 from .registry import REGISTRY, aten, packets
 
 
@@ -171,7 +172,9 @@ def embedding(ctx, node):
         return {}
     ctx.pin_value(node.args[1], f"{node.name}: embedding indices")
     cols = _produce(ctx, node, weight, ctx.shape(node.args[0])[1])
-    ctx.param(*_owner(weight), {1: cols})
+    atom = feature_of(node.args[1])
+    rows = gate_table(ctx, node, weight, atom) if atom is not None else None
+    ctx.param(*_owner(weight), {0: rows, 1: cols})
     return {len(ctx.shape(node)) - 1: cols}
 
 

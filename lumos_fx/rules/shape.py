@@ -24,6 +24,7 @@ import operator
 import numpy as np
 from torch import fx
 
+from .categorical import reads_a_category, tag_feature
 from .registry import REGISTRY, aten, packets
 
 
@@ -312,7 +313,10 @@ def select(ctx, node):
     x = ctx.of(node.args[0]) or {}
     rank = len(ctx.shape(node.args[0]))
     dim = node.args[1] % rank
-    ctx.pin(x.get(dim), f"{node.name}: indexes into a channel dim")
+    if node.target is aten.select.int and reads_a_category(ctx, node, x.get(dim)):
+        tag_feature(ctx, node, x[dim])
+    else:
+        ctx.pin(x.get(dim), f"{node.name}: indexes into a channel dim")
     if node.target is aten.select.int:
         return {d - (d > dim): lab for d, lab in x.items() if d != dim}
     return {d: lab for d, lab in x.items() if d != dim}

@@ -6,9 +6,10 @@ from. Mode-dependent code (dropout, batch-norm statistics, ``if self.training:``
 branches) is baked into an exported graph, so :func:`capture` exports twice,
 once per mode; both graphs read the same parameter and buffer objects.
 
-The batch dim (dim 0 of every tensor input) is dynamic by default; pass
-``dynamic_shapes`` in ``torch.export`` form for other dims (node and edge counts
-of a graph). An example batch of one would be captured as a constant size, so
+By default dim 0 of every tensor input (the batch, or a graph's node and edge
+counts) and every dim of integer inputs (token ids, ``edge_index``) are
+``Dim.AUTO``: what the code ties to a weight becomes a constant, the rest stays
+dynamic; ``dynamic_shapes`` in ``torch.export`` form overrides it. An example batch of one would be captured as a constant size, so
 it is repeated to two for the capture.
 
 Example::
@@ -47,11 +48,16 @@ class BufferTracer(fx.Tracer):
 
 
 def default_dynamic_shapes(args: tuple, kwargs: dict):
-    """``Dim.AUTO`` on dim 0 of every tensor argument, nothing on the rest."""
+    """``Dim.AUTO`` on dim 0 of every tensor argument (the batch, or a graph's nodes and
+    edges) and on every dim of integer tensors (token ids, ``edge_index``): sizes
+    the code ties to a weight become constants, the rest stays dynamic. Image and
+    feature sizes of float inputs stay as in the example (dynamic spatial sizes
+    make capture several times slower)."""
     def spec(value):
-        if isinstance(value, torch.Tensor) and value.dim() > 0:
-            return {0: torch.export.Dim.AUTO}
-        return None
+        if not isinstance(value, torch.Tensor) or value.dim() == 0:
+            return None
+        dims = range(value.dim()) if not value.is_floating_point() else (0,)
+        return {d: torch.export.Dim.AUTO for d in dims}
     return tuple(spec(a) for a in args), {k: spec(v) for k, v in kwargs.items()}
 
 

@@ -74,3 +74,65 @@ def test_categorical_atom_and_bond_features_are_selected_and_their_tables_droppe
     assert report.kept_features == {"x": ["atomic_num", "degree"], "edge_attr": ["stereo"]}
     assert report.dropped_features == {"x": ["chirality"], "edge_attr": ["bond_type"]}
     assert report.params_after == report.params_before - (5 + 2 * 4) * 16
+
+
+def _with_edge_features(graphs, width: int, seed: int):
+    x, edge_index, batch = graphs
+    g = torch.Generator().manual_seed(seed)
+    return x, edge_index, batch, torch.randn(edge_index.shape[1], width, generator=g)
+
+
+def _ppa_graphs(seed: int, count: int):
+    x, edge_index, batch = random_graphs(count, seed)
+    g = torch.Generator().manual_seed(seed)
+    return (torch.zeros(x.shape[0], dtype=torch.long), edge_index,
+            torch.randn(edge_index.shape[1], 7, generator=g), batch)
+
+
+def _kinds():
+    pyg = pytest.importorskip("torch_geometric.nn")
+    from tests.models.graphs import HandWrittenGCN, PPAStyleGCN, PyGStack
+    plain = lambda seed, count: random_graphs(count, seed)[:2]  # noqa: E731
+    pooled = lambda seed, count: random_graphs(count, seed)     # noqa: E731
+    return {
+        "pyg_gcn": (lambda: pyg.models.GCN(5, 16, num_layers=2, out_channels=3), plain),
+        "pyg_gin": (lambda: pyg.models.GIN(5, 16, num_layers=2, out_channels=3), plain),
+        "pyg_sage": (lambda: pyg.models.GraphSAGE(5, 16, num_layers=2, out_channels=3), plain),
+        "pyg_gat": (lambda: pyg.models.GAT(5, 16, num_layers=2, out_channels=3), plain),
+        "gcn_add_pool": (lambda: PyGStack("gcn", pool="add"), pooled),
+        "gin_jk_pools": (lambda: PooledGIN(), pooled),
+        "gine_edge_dim": (lambda: PyGStack("gine", edge_dim=3),
+                          lambda seed, count: _with_edge_features(random_graphs(count, seed), 3, seed)),
+        "gat_two_heads_bn": (lambda: PyGStack("gat", norm="batch", pool="max"), pooled),
+        "sage_layernorm": (lambda: PyGStack("sage", norm="layer"), pooled),
+        "ogb_molecule_gin": (lambda: MoleculeGIN(),
+                             lambda seed, count: random_graphs(count, seed, categorical=True)),
+        "ppa_edge_gcn": (lambda: PPAStyleGCN(), _ppa_graphs),
+        "hand_written_gcn": (lambda: HandWrittenGCN(), pooled),
+    }
+
+
+KINDS = ["pyg_gcn", "pyg_gin", "pyg_sage", "pyg_gat", "gcn_add_pool", "gin_jk_pools",
+         "gine_edge_dim", "gat_two_heads_bn", "sage_layernorm", "ogb_molecule_gin",
+         "ppa_edge_gcn", "hand_written_gcn"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_twelve_gnn_kinds_compile_without_hints_and_extract_exactly(kind):
+    from lumos_fx.prunability import smallest_fraction
+    make, data = _kinds()[kind]
+    torch.manual_seed(0)
+    model = make().eval()
+    gated = lumos.compile(model, example_inputs=data(0, 4))
+    other = data(1, 7)                       # more nodes, edges and graphs
+    with torch.no_grad():
+        torch.testing.assert_close(gated.eval()(*other), model(*other))
+    if kind != "sage_layernorm":             # LayerNorm over channels pins them (see report)
+        assert smallest_fraction(gated) < 0.2, lumos.report(gated)
+    randomize_gates(gated, seed=1)
+    pruned = lumos.extract(gated)
+    assert lumos.verify(gated, pruned, other) < 1e-5
+    dims = tuple({d: torch.export.Dim.AUTO for d in (range(t.dim()) if not t.is_floating_point()
+                                                     else (0,))} for t in data(0, 4))
+    program = torch.export.export(pruned, data(0, 4), dynamic_shapes=dims)
+    torch.testing.assert_close(program.module()(*other), pruned(*other))

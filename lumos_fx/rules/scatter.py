@@ -22,9 +22,11 @@ from __future__ import annotations
 from .registry import REGISTRY, aten, packets
 
 
-def _join(ctx, node, tensors, dim: int) -> dict:
+def _join(ctx, node, tensors, dim: int, source=None) -> dict:
     """Unify the channels of ``tensors`` on every dim but ``dim`` (same rank, no
-    broadcasting); an unlabeled operand pins the channels it meets."""
+    broadcasting); an unlabeled operand pins the channels it meets. With a
+    ``source`` (what a scatter writes), a dim the source does not label is not a
+    channel dim of the result."""
     rank = len(ctx.shape(node))
     out = {}
     for d in range(rank):
@@ -38,10 +40,11 @@ def _join(ctx, node, tensors, dim: int) -> dict:
             continue
         for lab in labeled[1:]:
             ctx.unify(labeled[0], lab, f"{node.name}: aggregated with fixed channels")
-        for t, lab in found:
-            if lab is None and ctx.shape(t)[d] != 1:
-                ctx.pin(labeled[0], f"{node.name}: aggregated with an unlabeled tensor {t.name}")
-        out[d] = labeled[0]
+        unlabeled = [t for t, lab in found if lab is None and ctx.shape(t)[d] != 1]
+        for t in unlabeled:
+            ctx.pin(labeled[0], f"{node.name}: aggregated with an unlabeled tensor {t.name}")
+        if not (unlabeled and source is not None and (ctx.of(source) or {}).get(d) is None):
+            out[d] = labeled[0]
     return out
 
 
@@ -52,7 +55,7 @@ def scatter(ctx, node):
     self_, dim, index, src = node.args[:4]
     rank = len(ctx.shape(self_))
     tensors = [t for t in (self_, index, src) if hasattr(t, "op")]
-    return _join(ctx, node, tensors, dim % rank)
+    return _join(ctx, node, tensors, dim % rank, source=src)
 
 
 @REGISTRY.ops(*packets("index_add", "index_add_", "index_reduce", "index_reduce_",
@@ -60,7 +63,7 @@ def scatter(ctx, node):
 def index_scatter(ctx, node):
     """``index_add_(self, dim, index, source)``: a 1-D index along ``dim``."""
     self_, dim, _, source = node.args[:4]
-    return _join(ctx, node, [self_, source], dim % len(ctx.shape(self_)))
+    return _join(ctx, node, [self_, source], dim % len(ctx.shape(self_)), source=source)
 
 
 @REGISTRY.ops(aten.gather.default)

@@ -104,3 +104,96 @@ def graph_dims(*specs):
     """``dynamic_shapes`` for graph inputs: 'N' (nodes) or 'E' (edges) per dim spec."""
     dims = {"N": torch.export.Dim("nodes", min=2), "E": torch.export.Dim("edges", min=2)}
     return tuple({dim: dims[name]} for dim, name in specs)
+
+
+class EdgeGCNConv(MessagePassing):
+    """OGB's GCN layer with edge features and a root embedding (the paper's Eq. 10)."""
+
+    def __init__(self, dim: int, edge_features: int):
+        super().__init__(aggr="add")
+        self.linear = nn.Linear(dim, dim)
+        self.root_emb = nn.Embedding(1, dim)
+        self.edge_encoder = nn.Linear(edge_features, dim)
+
+    def forward(self, x, edge_index, edge_attr):
+        x = self.linear(x)
+        edge_embedding = self.edge_encoder(edge_attr)
+        row, col = edge_index
+        deg = torch.zeros(x.size(0), dtype=x.dtype).scatter_add_(
+            0, row, torch.ones(row.size(0), dtype=x.dtype)) + 1
+        norm = deg[row].rsqrt() * deg[col].rsqrt()
+        return (self.propagate(edge_index, x=x, edge_attr=edge_embedding, norm=norm)
+                + torch.relu(x + self.root_emb.weight) / deg.view(-1, 1))
+
+    def message(self, x_j, edge_attr, norm):
+        return norm.view(-1, 1) * torch.relu(x_j + edge_attr)
+
+
+class PPAStyleGCN(nn.Module):
+    """PPA-like: nodes start from one constant embedding, 7 continuous edge features."""
+
+    def __init__(self, dim: int = 16, edge_features: int = 7, classes: int = 3):
+        super().__init__()
+        self.node_embedding = nn.Embedding(1, dim)
+        self.convs = nn.ModuleList(EdgeGCNConv(dim, edge_features) for _ in range(2))
+        self.norms = nn.ModuleList(nn.BatchNorm1d(dim) for _ in range(2))
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, x, edge_index, edge_attr, batch):
+        h = self.node_embedding(x)
+        for conv, norm in zip(self.convs, self.norms):
+            h = torch.relu(norm(conv(h, edge_index, edge_attr)))
+        return self.head(pyg.global_add_pool(h, batch))
+
+
+class PyGStack(nn.Module):
+    """A stack of PyG convolutions, optional norms, pooling and an MLP head."""
+
+    def __init__(self, conv: str, features: int = 5, dim: int = 16, norm: str | None = None,
+                 pool: str | None = "mean", edge_dim: int | None = None):
+        super().__init__()
+        def make(cin):
+            if conv == "gcn":
+                return pyg.GCNConv(cin, dim)
+            if conv == "gine":
+                return pyg.GINEConv(nn.Sequential(nn.Linear(cin, dim), nn.ReLU(),
+                                                  nn.Linear(dim, dim)), edge_dim=edge_dim)
+            if conv == "sage":
+                return pyg.SAGEConv(cin, dim)
+            if conv == "gat":
+                return pyg.GATConv(cin, dim // 2, heads=2)
+            raise ValueError(conv)
+        self.convs = nn.ModuleList([make(features), make(dim)])
+        norms = {"layer": lambda: nn.LayerNorm(dim), "batch": lambda: nn.BatchNorm1d(dim),
+                 "graph": lambda: pyg.GraphNorm(dim), None: lambda: nn.Identity()}
+        self.norms = nn.ModuleList(norms[norm]() for _ in range(2))
+        self.pool = pool
+        self.head = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, 2))
+        self.edge_dim = edge_dim
+
+    def forward(self, x, edge_index, batch, edge_attr=None):
+        for conv, norm in zip(self.convs, self.norms):
+            h = conv(x, edge_index, edge_attr) if self.edge_dim else conv(x, edge_index)
+            x = torch.relu(norm(h, batch) if isinstance(norm, pyg.GraphNorm) else norm(h))
+        if self.pool is None:
+            return self.head(x)
+        pool = {"add": pyg.global_add_pool, "mean": pyg.global_mean_pool,
+                "max": pyg.global_max_pool}[self.pool]
+        return self.head(pool(x, batch))
+
+
+class HandWrittenGCN(nn.Module):
+    """A GCN written with index_select / index_add, no PyG."""
+
+    def __init__(self, features: int = 5, dim: int = 16):
+        super().__init__()
+        self.lins = nn.ModuleList([nn.Linear(features, dim), nn.Linear(dim, dim)])
+        self.head = nn.Linear(dim, 2)
+
+    def forward(self, x, edge_index, batch):
+        src, dst = edge_index[0], edge_index[1]
+        for lin in self.lins:
+            h = lin(x)
+            messages = h.index_select(0, src)
+            x = torch.relu(torch.zeros_like(h).index_add(0, dst, messages) + h)
+        return self.head(x)

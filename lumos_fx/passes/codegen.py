@@ -10,6 +10,7 @@ pruned model runs for any batch size without user patches:
 * ``slice`` - ``x[:, a:b]`` on a channel dim becomes the kept positions' bounds;
 * ``factory_size`` - a tensor the model allocates (``torch.zeros(B, C, M)``, a recurrent
   layer's zero state) follows the kept size of the channels written into it;
+* ``layer_norm`` - LayerNorm/RMSNorm over pruned channels keeps the original divisor;
 * ``groups`` - a depthwise convolution's ``groups`` follows its kept channels;
 * ``mean`` - a ``mean`` over a channel dim becomes ``sum / original_count``,
   which is exact because closed channels are gated to zero.
@@ -99,7 +100,45 @@ def _factory_size(node: fx.Node, decisions) -> None:
     node.args = tuple(args)
 
 
-REWRITES = {"groups": _groups, "factory_size": _factory_size, "shape_args": _shape_args, "split": _split, "slice": _slice, "mean": _mean}
+def _layer_norm(node: fx.Node, decisions) -> None:
+    """``layer_norm``/``rms_norm`` over the last dim after channels closed: the statistics
+    of the full width, from the kept channels (closed ones were exactly zero):
+    ``mean = sum / C``, ``var = (sum((x - mean)^2) + closed * mean^2) / C``."""
+    labels = node.meta["lumos"]["layer_norm"]["labels"]
+    width, kept = len(labels), len(decisions.kept(labels))
+    if kept == width:
+        return
+    graph, x = node.graph, node.args[0]
+    rms = node.target is aten.rms_norm.default
+    weight = node.args[2] if len(node.args) > 2 else node.kwargs.get("weight")
+    bias = None if rms else (node.args[3] if len(node.args) > 3 else node.kwargs.get("bias"))
+    eps = node.args[3 if rms else 4] if len(node.args) > (3 if rms else 4) else None
+    if eps is None:
+        eps = torch.finfo(node.meta["tensor_meta"].dtype).eps if rms else 1e-5
+
+    def op(target, *args):
+        return graph.call_function(target, args)
+    with graph.inserting_before(node):
+        if rms:
+            square = op(aten.sum.dim_IntList, op(aten.mul.Tensor, x, x), [-1], True)
+            y = op(aten.mul.Tensor, x, op(aten.rsqrt.default,
+                                          op(aten.add.Tensor, op(aten.div.Tensor, square, width), eps)))
+        else:
+            mean = op(aten.div.Tensor, op(aten.sum.dim_IntList, x, [-1], True), width)
+            centred = op(aten.sub.Tensor, x, mean)
+            square = op(aten.sum.dim_IntList, op(aten.mul.Tensor, centred, centred), [-1], True)
+            missing = op(aten.mul.Tensor, op(aten.mul.Tensor, mean, mean), width - kept)
+            var = op(aten.div.Tensor, op(aten.add.Tensor, square, missing), width)
+            y = op(aten.mul.Tensor, centred, op(aten.rsqrt.default, op(aten.add.Tensor, var, eps)))
+        if weight is not None:
+            y = op(aten.mul.Tensor, y, weight)
+        if bias is not None:
+            y = op(aten.add.Tensor, y, bias)
+    node.replace_all_uses_with(y)
+    graph.erase_node(node)
+
+
+REWRITES = {"groups": _groups, "layer_norm": _layer_norm, "factory_size": _factory_size, "shape_args": _shape_args, "split": _split, "slice": _slice, "mean": _mean}
 
 
 def rewrite_literals(gm: fx.GraphModule, decisions) -> None:

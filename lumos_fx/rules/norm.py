@@ -2,9 +2,10 @@
 
 Per-channel normalizations (``aten.batch_norm``, ``aten.instance_norm``) are
 *followers*: their affine parameters and running statistics are sliced with
-the channels they normalize. Normalizations that mix channels (``layer_norm``
-over a channel dim, ``group_norm``) would change when a channel disappears,
-so they pin the channels they read.
+the channels they normalize. ``layer_norm``/``rms_norm`` over the last dim gate
+their input and keep the original divisor on extraction (exact); group norm and
+normalization over several dims would change when a channel disappears, so they
+pin the channels they read.
 
 Example::
 
@@ -36,17 +37,38 @@ def per_channel_norm(ctx, node):
     return x
 
 
-@REGISTRY.ops(aten.layer_norm.default)
+@REGISTRY.ops(aten.layer_norm.default, aten.rms_norm.default)
 def layer_norm(ctx, node):
+    """LayerNorm/RMSNorm over the last dim stays exact when channels go, if the pruned
+    norm keeps the original divisor: closed channels are gated to exactly zero at its
+    input, so the full-width mean and variance follow from the kept channels (see
+    :mod:`lumos_fx.passes.codegen`). Over several dims it pins them."""
     x = ctx.of(node.args[0]) or {}
     rank = len(ctx.shape(node.args[0]))
     normalized = range(rank - len(node.args[1]), rank)
-    for d in normalized:
-        ctx.pin(x.get(d), f"{node.name}: LayerNorm normalizes over the channel dim")
-    return {d: lab for d, lab in x.items() if d not in normalized}
+    last = rank - 1
+    if len(node.args[1]) != 1 or last not in x:
+        for d in normalized:
+            ctx.pin(x.get(d), f"{node.name}: LayerNorm normalizes over the channel dim")
+        return {d: lab for d, lab in x.items() if d not in normalized}
+    labels = x[last]
+    ctx.consume(node, 0, last)
+    affine = (2, 3) if node.target is aten.layer_norm.default else (2,)
+    for index in affine:
+        value = ctx.arg(node, index)
+        if value is None:
+            continue
+        path = ctx.attr(value)
+        if path is None:
+            ctx.pin(labels, f"{node.name}: normalization with a computed affine")
+            continue
+        owner, _, name = path.rpartition(".")
+        ctx.param(owner, name, {0: labels})
+    node.meta.setdefault("lumos", {}).update(codegen="layer_norm", layer_norm={"labels": labels})
+    return dict(x)
 
 
-@REGISTRY.ops(*packets("group_norm", "local_response_norm", "rms_norm"))
+@REGISTRY.ops(*packets("group_norm", "local_response_norm"))
 def channel_mixing_norm(ctx, node):
     ctx.pin_inputs(node, f"{node.name}: {node.target} mixes channels")
     return {}

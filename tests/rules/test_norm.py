@@ -1,0 +1,50 @@
+"""Normalization rules: LayerNorm/RMSNorm over pruned channels keep the original divisor."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import lumos_fx as lumos
+
+
+class Normed(nn.Module):
+    def __init__(self, norm):
+        super().__init__()
+        self.a, self.norm, self.b = nn.Linear(6, 16), norm(16), nn.Linear(16, 2)
+
+    def forward(self, x):
+        return self.b(torch.relu(self.norm(self.a(x))))
+
+
+@pytest.mark.parametrize("norm", [nn.LayerNorm, nn.RMSNorm,
+                                  lambda c: nn.LayerNorm(c, elementwise_affine=False)],
+                         ids=["layernorm", "rmsnorm", "layernorm-no-affine"])
+def test_norm_over_the_channel_dim_shrinks_exactly(norm):
+    torch.manual_seed(0)
+    model = Normed(norm).eval()
+    with torch.no_grad():
+        for p in model.norm.parameters():
+            p.uniform_(0.5, 1.5)
+    gated = lumos.compile(model, example_inputs=(torch.randn(4, 6),))
+    with torch.no_grad():
+        lumos.gates(gated)["a"].log_alpha[:5] = -6.0
+        lumos.gates(gated)["a"].log_alpha[5] = 0.0          # a partly open gate (0 < z < 1)
+    pruned = lumos.extract(gated)
+    assert pruned.a.weight.shape[0] == 11
+    assert "layer_norm.default" not in pruned.code and "rms_norm.default" not in pruned.code
+    assert lumos.verify(gated, pruned, (torch.randn(9, 6),)) < 1e-6
+
+
+def test_norm_over_several_dims_pins():
+    class Spatial(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.norm = nn.Conv2d(3, 4, 1), nn.LayerNorm([4, 5, 5])
+            self.head = nn.Linear(100, 1)
+
+        def forward(self, x):
+            return self.head(self.norm(self.conv(x)).flatten(1))
+
+    gated = lumos.compile(Spatial(), example_inputs=(torch.randn(2, 3, 5, 5),))
+    assert "conv" not in lumos.gates(gated)

@@ -28,6 +28,8 @@ from ..channels import ChannelGraph, Labels
 
 TensorLabels = dict  # dim (non-negative) -> Labels
 
+_DIM_PRESERVING = ("expand", "clone", "_to_copy", "contiguous", "alias", "detach")
+
 
 @dataclass
 class ParamSpec:
@@ -119,6 +121,19 @@ class RuleContext:
     def attr(value: Any) -> str | None:
         """The parameter/buffer path a ``get_attr`` node reads, else None."""
         return value.target if isinstance(value, fx.Node) and value.op == "get_attr" else None
+
+    def param_behind(self, value: Any, dim: int, size: int) -> str | None:
+        """The parameter a tensor is, directly or through ``expand``/``clone``/casts that
+        keep its dims in place (a class token ``cls.expand(B, -1, -1)``), if its ``dim``
+        has ``size`` entries; else None."""
+        while isinstance(value, fx.Node) and value.op == "call_function" and \
+                getattr(value.target, "__name__", "").split(".")[0] in _DIM_PRESERVING and \
+                value.args and isinstance(value.args[0], fx.Node) and \
+                self.shape(value.args[0]) is not None and \
+                len(self.shape(value.args[0])) == len(self.shape(value) or ()):
+            value = value.args[0]
+        shape = self.shape(value)
+        return self.attr(value) if shape is not None and shape[dim] == size else None
 
     def tensor(self, value: Any):
         path = self.attr(value)

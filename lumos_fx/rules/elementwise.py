@@ -65,7 +65,7 @@ def elementwise(ctx, node):
         for a, od, shape in zip(operands, dims, shapes):
             if od is None or shape[od] == 1 or (ctx.of(a) or {}).get(od) is not None:
                 continue
-            path = ctx.attr(a)
+            path = ctx.param_behind(a, od, out_shape[d])
             if path is not None:
                 owner, _, name = path.rpartition(".")
                 ctx.param(owner, name, {od: first})

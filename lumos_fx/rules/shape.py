@@ -263,8 +263,15 @@ def _unify_other_dims(ctx, node, tensors, skip=None) -> dict:
             else:
                 out[d] = lab
     for d, lab in out.items():
-        if any((ctx.of(t) or {}).get(d) is None for t in tensors):
-            ctx.pin(lab, f"{node.name}: joined with an unlabeled tensor")
+        for t in tensors:
+            if (ctx.of(t) or {}).get(d) is not None:
+                continue
+            path = ctx.param_behind(t, d, len(lab))   # a class token joins the stream
+            if path is not None:
+                owner, _, name = path.rpartition(".")
+                ctx.param(owner, name, {d: lab})
+            else:
+                ctx.pin(lab, f"{node.name}: joined with an unlabeled tensor")
     return out
 
 

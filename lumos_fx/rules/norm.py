@@ -24,8 +24,13 @@ from .registry import REGISTRY, aten, packets
 def per_channel_norm(ctx, node):
     """``(x, weight, bias, running_mean, running_var, training/use_input_stats, ...)``."""
     x = ctx.of(node.args[0]) or {}
-    channels = x.get(1)
-    for value in node.args[1:5]:
+    _follow(ctx, node, node.args[1:5], x.get(1))
+    return x
+
+
+def _follow(ctx, node, values, channels) -> None:
+    """Per-channel parameters and statistics are sliced with ``channels``."""
+    for value in values:
         if value is None:
             continue
         path = ctx.attr(value)
@@ -34,7 +39,6 @@ def per_channel_norm(ctx, node):
             continue
         owner, _, name = path.rpartition(".")
         ctx.param(owner, name, {0: channels})
-    return x
 
 
 @REGISTRY.ops(aten.layer_norm.default, aten.rms_norm.default)
@@ -54,16 +58,7 @@ def layer_norm(ctx, node):
     labels = x[last]
     ctx.consume(node, 0, last)
     affine = (2, 3) if node.target is aten.layer_norm.default else (2,)
-    for index in affine:
-        value = ctx.arg(node, index)
-        if value is None:
-            continue
-        path = ctx.attr(value)
-        if path is None:
-            ctx.pin(labels, f"{node.name}: normalization with a computed affine")
-            continue
-        owner, _, name = path.rpartition(".")
-        ctx.param(owner, name, {0: labels})
+    _follow(ctx, node, [ctx.arg(node, index) for index in affine], labels)
     node.meta.setdefault("lumos", {}).update(codegen="layer_norm", layer_norm={"labels": labels})
     return dict(x)
 

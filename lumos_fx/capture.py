@@ -7,8 +7,8 @@ branches) is baked into an exported graph, so :func:`capture` exports twice,
 once per mode; both graphs read the same parameter and buffer objects.
 
 By default dim 0 of every tensor input (the batch, or a graph's node and edge
-counts) and every dim of integer inputs (token ids, ``edge_index``) are
-``Dim.AUTO``: what the code ties to a weight becomes a constant, the rest stays
+counts), the time dim of a ``(batch, time, features)`` input and every dim of
+integer inputs (token ids, ``edge_index``) are ``Dim.AUTO``: what the code ties to a weight becomes a constant, the rest stays
 dynamic; ``dynamic_shapes`` in ``torch.export`` form overrides it. An example batch of one would be captured as a constant size, so
 it is repeated to two for the capture.
 
@@ -49,14 +49,17 @@ class BufferTracer(fx.Tracer):
 
 def default_dynamic_shapes(args: tuple, kwargs: dict):
     """``Dim.AUTO`` on dim 0 of every tensor argument (the batch, or a graph's nodes and
-    edges) and on every dim of integer tensors (token ids, ``edge_index``): sizes
-    the code ties to a weight become constants, the rest stays dynamic. Image and
-    feature sizes of float inputs stay as in the example (dynamic spatial sizes
-    make capture several times slower)."""
+    edges), on dim 1 of a 3-d float tensor (the time of ``(batch, time, features)``)
+    and on every dim of integer tensors (token ids, ``edge_index``): sizes the code
+    ties to a weight become constants, the rest stays dynamic. Image sizes stay as
+    in the example (dynamic spatial sizes make capture several times slower)."""
     def spec(value):
         if not isinstance(value, torch.Tensor) or value.dim() == 0:
             return None
-        dims = range(value.dim()) if not value.is_floating_point() else (0,)
+        if not value.is_floating_point():
+            dims = range(value.dim())
+        else:
+            dims = (0, 1) if value.dim() == 3 else (0,)
         return {d: torch.export.Dim.AUTO for d in dims}
     return tuple(spec(a) for a in args), {k: spec(v) for k, v in kwargs.items()}
 

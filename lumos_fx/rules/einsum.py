@@ -1,4 +1,5 @@
-"""Rule for ``einsum``: contractions over channel dims (DeepONet, FNO spectral weights).
+"""Rules for ``einsum`` and ``matmul``: contractions over channel dims (DeepONet, FNO
+spectral weights, attention written as ``q @ k.transpose(-2, -1)``).
 
 Each letter of the equation is one channel space candidate. A letter kept in the
 output unifies the channels of every operand that has it (a parameter operand is
@@ -39,7 +40,26 @@ def einsum(ctx, node):
     if parsed is None or any(len(s) != len(ctx.shape(o)) for s, o in zip(parsed[0], operands)):
         ctx.pin_inputs(node, f"{node.name}: einsum with ellipsis or an unusual equation")
         return {}
-    specs, output = parsed
+    return contract(ctx, node, operands, [(1, k) for k in range(len(operands))], *parsed)
+
+
+@REGISTRY.ops(aten.matmul.default, aten.bmm.default, aten.mm.default)
+def matmul(ctx, node):
+    """``a @ b`` as the contraction ``...ij,...jk->...ik`` (batch dims of equal size; a
+    2-D ``b`` is a weight shared by every batch entry, like a linear layer)."""
+    a, b = node.args[:2]
+    ra, rb = len(ctx.shape(a)), len(ctx.shape(b))
+    batch = "abcdefgh"[:max(ra, rb) - 2]
+    if ra < 2 or rb < 2 or (rb > 2 and (ra != rb or ctx.shape(a)[:-2] != ctx.shape(b)[:-2])):
+        ctx.pin_inputs(node, f"{node.name}: matmul with broadcast or vector operands")
+        return {}
+    specs = [batch[:ra - 2] + "ij", (batch if rb > 2 else "") + "jk"]
+    return contract(ctx, node, [a, b], [0, 1], specs, batch[:ra - 2] + "ik")
+
+
+def contract(ctx, node, operands, arg_paths, specs, output):
+    """The channel facts of a contraction ``specs -> output`` over ``operands``
+    (``arg_paths``: where each operand sits in ``node.args``)."""
     uses: dict[str, list[tuple[int, int]]] = {}
     for k, spec in enumerate(specs):
         for d, letter in enumerate(spec):
@@ -60,7 +80,7 @@ def einsum(ctx, node):
         if letter in output:
             out[output.index(letter)] = labels
         else:
-            _consume(ctx, node, operands, places, params, labels)
+            _consume(ctx, node, operands, arg_paths, places, params, labels)
         for k, d in params:
             param_dims.setdefault(k, {})[d] = labels
     for k, dims in param_dims.items():        # one record per weight, all its labeled dims
@@ -85,7 +105,7 @@ def _unified(ctx, node, operands, places):
     return labeled[0]
 
 
-def _consume(ctx, node, operands, places, params, labels):
+def _consume(ctx, node, operands, arg_paths, places, params, labels):
     """Gate a contracted channel dim at its first labeled activation operand."""
     for k, d in places:
         if ctx.attr(operands[k]) is None and (ctx.of(operands[k]) or {}).get(d) is not None:
@@ -94,5 +114,5 @@ def _consume(ctx, node, operands, places, params, labels):
                 pk, pd = params[0]
                 owner, _, name = ctx.attr(operands[pk]).rpartition(".")
                 fold = (owner, name, pd)
-            ctx.consume(node, (1, k), d, fold=fold)
+            ctx.consume(node, arg_paths[k], d, fold=fold)
             return

@@ -44,3 +44,38 @@ def test_hugging_face_bert_gates_whole_heads():
     randomize_gates(gated, seed=1)
     other = torch.randint(0, 100, (3, 11))               # another batch and sequence length
     assert lumos.verify(gated, lumos.extract(gated), (other,)) < 1e-5
+
+
+class ManualAttention(torch.nn.Module):
+    """Attention written out: q @ k^T * scale, softmax, @ v, a head count from an attribute."""
+
+    def __init__(self, dim: int = 32, heads: int = 4):
+        super().__init__()
+        self.num_heads, self.scale = heads, (dim // heads) ** -0.5
+        self.embed = torch.nn.Linear(7, dim)
+        self.q, self.k, self.v, self.o = (torch.nn.Linear(dim, dim) for _ in range(4))
+        self.readout = torch.nn.Parameter(torch.randn(dim, 5))
+
+    def forward(self, x):
+        x = self.embed(x)
+        b, n, c = x.shape
+        q, k, v = (lin(x).reshape(b, n, self.num_heads, c // self.num_heads).permute(0, 2, 1, 3)
+                   for lin in (self.q, self.k, self.v))
+        attn = ((q @ k.transpose(-2, -1)) * self.scale).softmax(-1)
+        out = (attn @ v).transpose(1, 2).reshape(b, n, c)
+        return (x + self.o(out)) @ self.readout
+
+
+def test_manual_attention_with_matmul_prunes_heads_and_stream():
+    torch.manual_seed(0)
+    model = ManualAttention().eval()
+    gated = lumos.compile(model, example_inputs=(torch.randn(3, 6, 7),))
+    assert lumos.gates(gated)["q"].log_alpha.numel() == 4
+    assert lumos.gates(gated)["embed"].log_alpha.numel() == 32
+    with torch.no_grad():
+        lumos.gates(gated)["q"].log_alpha[[0, 3]] = -6.0
+    pruned = lumos.extract(gated)
+    assert pruned.get_parameter("k.weight").shape[0] == 16
+    assert lumos.verify(gated, pruned, (torch.randn(5, 9, 7),)) < 1e-5
+    randomize_gates(gated, seed=2)
+    assert lumos.verify(gated, lumos.extract(gated), (torch.randn(5, 6, 7),)) < 1e-5

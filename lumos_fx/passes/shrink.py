@@ -264,7 +264,7 @@ def _select_positions(gm, node, use, decisions):
 
 
 def _constant_of(gm, node, shape):
-    """``node``'s output for an all-zero first input (batch 1), or None when its other
+    """``node``'s output for an all-zero first input of ``shape``, or None when its other
     arguments are not parameters (then the branch stays)."""
     if not isinstance(node.args[0], fx.Node):
         return None
@@ -273,7 +273,7 @@ def _constant_of(gm, node, shape):
         if value.op != "get_attr":
             return None
         env[value] = _get(gm, value.target)[2]
-    zeros = torch.zeros(1, *shape[1:])
+    zeros = torch.zeros(*shape)
     reference = next(iter(env.values()), None)
     if reference is not None:
         zeros = zeros.to(device=reference.device, dtype=reference.dtype)
@@ -297,18 +297,48 @@ def _drop_table(gm, node) -> None:
     graph.erase_node(node)
 
 
+def _size_source(node) -> tuple[fx.Node, int] | None:
+    """The model input whose leading dims the consumer ``node``'s output shares, and how
+    many: followed back through first arguments of the same leading sizes. The
+    channel dims of the output (where its labels are) never count."""
+    out = list(node.meta["tensor_meta"].shape)
+    labeled = (node.meta.get("lumos", {}).get("labels") or {}).keys()
+    prefix = next((d for d in range(len(out)) if d in labeled), len(out))
+    current = node.args[0]
+    while isinstance(current, fx.Node):
+        meta = current.meta.get("tensor_meta")
+        if meta is None and current.op == "call_function":  # inserted by extraction
+            current = current.args[0]
+            continue
+        shape = list(getattr(meta, "shape", []))
+        prefix = next((d for d in range(min(prefix, len(shape))) if shape[d] != out[d]),
+                      min(prefix, len(shape)))
+        if prefix == 0:
+            return None
+        if current.op == "placeholder":
+            return current, prefix
+        current = current.args[0] if current.args else None
+    return None
+
+
 def _remove_silent_branches(gm, silent: dict[str, list[int]]) -> None:
     """A layer whose whole input is closed outputs a constant (its bias): replace
-    it by that constant, so dead-code elimination drops the branch feeding it
-    (residual-aware layer removal, paper VII.C)."""
-    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    it by that constant broadcast to the sizes of the model input it shares its
+    leading dims with, so dead-code elimination drops the branch feeding it
+    (residual-aware layer removal, paper VII.C). Without such an input the layer
+    stays (still exact)."""
     for node in list(gm.graph.nodes):
-        if node.name not in silent or not placeholders:
+        if node.name not in silent:
             continue
         if node.meta.get("lumos", {}).get("table_of_feature"):
             _drop_table(gm, node)
             continue
-        constant = _constant_of(gm, node, silent[node.name])
+        source = _size_source(node)
+        if source is None:
+            continue
+        placeholder, leading = source
+        shape = [1] * leading + silent[node.name][leading:]
+        constant = _constant_of(gm, node, shape)
         if constant is None:
             continue
         buffer = f"lumos_constant_{node.name}"
@@ -316,9 +346,9 @@ def _remove_silent_branches(gm, silent: dict[str, list[int]]) -> None:
         graph = gm.graph
         with graph.inserting_before(node):
             value = graph.get_attr(buffer)
-            batch = graph.call_function(aten.sym_size.int, (placeholders[0], 0))
+            sizes = [graph.call_function(aten.sym_size.int, (placeholder, d)) for d in range(leading)]
             expanded = graph.call_function(aten.expand.default,
-                                           (value, [batch, *[-1] * (constant.dim() - 1)]))
+                                           (value, [*sizes, *[-1] * (constant.dim() - leading)]))
         node.replace_all_uses_with(expanded)
         graph.erase_node(node)
 

@@ -147,10 +147,12 @@ class PPAStyleGCN(nn.Module):
 
 
 class PyGStack(nn.Module):
-    """A stack of PyG convolutions, optional norms, pooling and an MLP head."""
+    """A stack of PyG convolutions, optional norms, pooling and an MLP head; ``skip`` adds
+    residual connections, ``jk`` concatenates every layer's output (jumping knowledge)."""
 
     def __init__(self, conv: str, features: int = 5, dim: int = 16, norm: str | None = None,
-                 pool: str | None = "mean", edge_dim: int | None = None):
+                 pool: str | None = "mean", edge_dim: int | None = None, layers: int = 2,
+                 skip: bool = False, jk: bool = False):
         super().__init__()
         def make(cin):
             if conv == "gcn":
@@ -163,18 +165,24 @@ class PyGStack(nn.Module):
             if conv == "gat":
                 return pyg.GATConv(cin, dim // 2, heads=2)
             raise ValueError(conv)
-        self.convs = nn.ModuleList([make(features), make(dim)])
+        self.convs = nn.ModuleList([make(features)] + [make(dim) for _ in range(layers - 1)])
         norms = {"layer": lambda: nn.LayerNorm(dim), "batch": lambda: nn.BatchNorm1d(dim),
                  "graph": lambda: pyg.GraphNorm(dim), None: lambda: nn.Identity()}
-        self.norms = nn.ModuleList(norms[norm]() for _ in range(2))
-        self.pool = pool
-        self.head = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, 2))
+        self.norms = nn.ModuleList(norms[norm]() for _ in range(layers))
+        self.pool, self.skip, self.jk = pool, skip, jk
+        self.head = nn.Sequential(nn.Linear(dim * (layers if jk else 1), dim), nn.ReLU(),
+                                  nn.Linear(dim, 2))
         self.edge_dim = edge_dim
 
     def forward(self, x, edge_index, batch, edge_attr=None):
-        for conv, norm in zip(self.convs, self.norms):
+        outputs = []
+        for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
             h = conv(x, edge_index, edge_attr) if self.edge_dim else conv(x, edge_index)
-            x = torch.relu(norm(h, batch) if isinstance(norm, pyg.GraphNorm) else norm(h))
+            h = torch.relu(norm(h, batch) if isinstance(norm, pyg.GraphNorm) else norm(h))
+            x = x + h if self.skip and i > 0 else h
+            outputs.append(x)
+        if self.jk:
+            x = torch.cat(outputs, dim=-1)
         if self.pool is None:
             return self.head(x)
         pool = {"add": pyg.global_add_pool, "mean": pyg.global_mean_pool,

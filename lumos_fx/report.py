@@ -76,6 +76,8 @@ class Report:
     kept_features: dict[str, list[str]]
     dropped_features: dict[str, list[str]]
     removed_layers: list[str] = field(default_factory=list)
+    #: embedding tables: (name, rows, width before, width after; rows after 0 = dropped)
+    embeddings: list[tuple[str, int, int, int, int]] = field(default_factory=list)
 
     def __str__(self) -> str:
         def ratio(a, b):
@@ -103,6 +105,10 @@ class Report:
                 lines.append(f"  dropped: {', '.join(self.dropped_features[name])}")
         if self.removed_layers:
             lines.append(f"removed layers (whole input closed): {', '.join(self.removed_layers)}")
+        if self.embeddings:
+            lines.append("embedding widths: " + ", ".join(
+                f"{name} {before} -> {after}" if rows_after else f"{name} dropped"
+                for name, _, before, rows_after, after in self.embeddings))
         return "\n".join(lines)
 
 
@@ -166,4 +172,24 @@ def report(gated: nn.Module) -> Report:
         params_before=count_params(module), params_after=count_params(pruned),
         flops_before=count_flops(module, inputs), flops_after=count_flops(pruned, inputs),
         groups=groups, kept_features=kept_features, dropped_features=dropped,
-        removed_layers=removed)
+        removed_layers=removed, embeddings=_embedding_widths(module, pruned))
+
+
+def _embedding_widths(gated, pruned) -> list[tuple[str, int, int, int, int]]:
+    """Every embedding table's rows and width before and after extraction."""
+    rows = []
+    for node in gated.graph.nodes:
+        if node.target is not torch.ops.aten.embedding.default:
+            continue
+        table = node.args[0]
+        if table.op == "call_module":       # a gate on the table (categorical feature)
+            table = table.args[0]
+        if table.op == "get_attr":
+            path = table.target
+            before = gated.get_parameter(path).shape
+            try:
+                after = pruned.get_parameter(path).shape
+            except AttributeError:
+                after = (0, 0)
+            rows.append((path.removesuffix(".weight"), before[0], before[1], after[0], after[1]))
+    return list(dict.fromkeys(rows))

@@ -74,6 +74,10 @@ def test_categorical_atom_and_bond_features_are_selected_and_their_tables_droppe
     assert report.kept_features == {"x": ["atomic_num", "degree"], "edge_attr": ["stereo"]}
     assert report.dropped_features == {"x": ["chirality"], "edge_attr": ["bond_type"]}
     assert report.params_after == report.params_before - (5 + 2 * 4) * 16
+    widths = {name: (before, rows, after) for name, _, before, rows, after in report.embeddings}
+    assert widths["atom_encoder.tables.1"][1] == 0 and widths["atom_encoder.tables.0"] == (16, 10, 16)
+    assert "embedding widths: atom_encoder.tables.0 16 -> 16, atom_encoder.tables.1 dropped" \
+        in str(report)
 
 
 def _with_edge_features(graphs, width: int, seed: int):

@@ -22,8 +22,11 @@ Example::
 """
 from __future__ import annotations
 
+import copy
+
 from torch import fx, nn
 
+from .capture import KEPT_META, BufferTracer
 from .graph_pickle import graph_from_rows, graph_to_rows
 
 _STATE = ("_parameters", "_buffers", "_modules", "_non_persistent_buffers_set")
@@ -73,7 +76,6 @@ class GatedModule(nn.Module):
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        from .capture import KEPT_META
         state["_graphs"] = {mode: (graph_to_rows(gm.graph, KEPT_META), gm.__class__.__name__)
                             for mode, gm in self._graphs.items()}
         return state
@@ -84,13 +86,11 @@ class GatedModule(nn.Module):
         self.__dict__["_graphs"] = {}
         for mode, (rows, class_name) in graphs.items():
             gm = fx.GraphModule(self, graph_from_rows(rows), class_name=class_name)
-            from .capture import BufferTracer
             gm._tracer_cls = BufferTracer
             self._graphs[mode] = gm
         self._tie()
 
     def __deepcopy__(self, memo):
-        import copy
         new = self.__class__.__new__(self.__class__)
         memo[id(self)] = new
         state = self.__getstate__()

@@ -19,6 +19,7 @@ import torch
 from torch import fx, nn
 
 from .errors import InputError, LumosError
+from .state import unwrap
 from .verify import eval_mode_error
 
 
@@ -101,7 +102,6 @@ def check_eval_identity(model: nn.Module, gated: nn.Module, inputs: tuple,
 
 def check_gates_finite(gated: nn.Module) -> None:
     """NaN or infinite ``log_alpha`` (a NaN loss reached the gates) is an error."""
-    from .state import unwrap
     bad = [key for key, gate in unwrap(gated).lumos_gates.items()
            if not torch.isfinite(gate.log_alpha.detach()).all()]
     if bad:

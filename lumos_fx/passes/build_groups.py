@@ -116,13 +116,8 @@ def build_groups(graphs: dict[bool, fx.GraphModule], input_dims: dict | None = N
             ctx.labels[node] = out
             node.meta.setdefault("lumos", {})["labels"] = out
     categorical = {name for name, (_, labels) in inputs.items()
-                   if len(labels) and ctx.channels.spaces[_space_index(ctx, labels[0])].kind
-                   == "categorical"}
+                   if len(labels) and ctx.channels.space_of(int(labels[0])).kind == "categorical"}
     return GroupPlan(ctx.channels, ctx.params, ctx.consumers, inputs, categorical)
-
-
-def _space_index(ctx: RuleContext, atom: int) -> int:
-    return next(i for i, s in enumerate(ctx.channels.spaces) if s.start <= atom < s.start + s.size)
 
 
 def _labels_of(ctx: RuleContext, node: fx.Node, input_dims: dict, inputs: dict, training: bool):

@@ -147,10 +147,11 @@ def _check_batch_stayed_dynamic(program, model: nn.Module, args: tuple, kwargs: 
               and int(n.meta["val"].shape[0]) == batch]
     if batch is None or not static:
         return
-    suspects = [n for n in program.graph.nodes if n.op == "call_function" and any(
-        a == batch for a in fx.node.map_aggregate(n.args, lambda a: a)
-        if isinstance(a, int) and not isinstance(a, bool))
-        or any(isinstance(a, (list, tuple)) and batch in a for a in n.args)]
+    def uses_batch(arg) -> bool:
+        if isinstance(arg, (list, tuple)):
+            return any(uses_batch(a) for a in arg)
+        return isinstance(arg, int) and not isinstance(arg, bool) and arg == batch
+    suspects = [n for n in program.graph.nodes if n.op == "call_function" and uses_batch(n.args)]
     where = ""
     for node in suspects:
         trace = (node.meta.get("stack_trace") or "").strip().splitlines()

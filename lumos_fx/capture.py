@@ -127,7 +127,41 @@ def capture(model: nn.Module, args: tuple, kwargs: dict | None = None, *,
             graphs[mode] = _as_graph_module(program.module(check_guards=False), model)
     finally:
         model.train(was_training)
+    _share_attributes(graphs[True], graphs[False])
     return graphs
+
+
+def _share_attributes(train: fx.GraphModule, evaluate: fx.GraphModule) -> None:
+    """Make every tensor the eval graph reads also an attribute of the train graph
+    module, under a name that means the same tensor there, since the gated model runs
+    both graphs on one set of state. Parameters and buffers are the model's own
+    objects in both; a constant lifted from eval-only code (or lifted in both under
+    one name with different values) is added to both modules under a fresh name."""
+    changed = False
+    for node in evaluate.graph.nodes:
+        if node.op != "get_attr":
+            continue
+        value = _resolve(evaluate, node.target)
+        if _resolve(train, node.target) is value:
+            continue
+        target, n = node.target, 0
+        while _resolve(train, target) is not None or _resolve(evaluate, target) is not None:
+            n += 1
+            target = f"{node.target}_eval{n}"
+        for gm in (train, evaluate):
+            gm.register_buffer(target.replace(".", "_"), value, persistent=False)
+        node.target, changed = target.replace(".", "_"), True
+    if changed:
+        evaluate.recompile()
+
+
+def _resolve(gm: fx.GraphModule, path: str):
+    owner, _, name = path.rpartition(".")
+    try:
+        module = gm.get_submodule(owner) if owner else gm
+    except AttributeError:
+        return None
+    return getattr(module, name, None)
 
 
 def _is_constant(size) -> bool:

@@ -287,3 +287,29 @@ def test_timm_style_blocks_compiled_in_train_mode_are_exact(gate):
     assert lumos.verify(gated, pruned, (x2,)) < 1e-5
     gated.train()(x2).sum().backward()          # trains: gradients reach weights and gates
     assert gated.get_parameter("conv_stem.weight").grad is not None
+
+
+class ModeConstants(nn.Module):
+    """Tensor constants built in forward differ by mode: export lifts them per graph."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 3)
+
+    def forward(self, x):
+        h = self.fc(x)
+        h = h * (torch.tensor([1.0, 2.0, 3.0]) if self.training else torch.tensor([4.0, 5.0, 6.0]))
+        if not self.training:
+            h = h + torch.tensor([1.0, 2.0, 3.0])
+        return h
+
+
+def test_constants_lifted_from_either_mode_are_kept_apart_and_out_of_the_state_dict():
+    model = ModeConstants()
+    gated = lumos.compile(model, example_inputs=(torch.randn(4, 3),))
+    x = torch.randn(2, 3)
+    with torch.no_grad():
+        torch.testing.assert_close(gated.eval()(x), model.eval()(x))
+    assert set(gated.state_dict()) == {"fc.weight", "fc.bias", "lumos_gates.x.log_alpha",
+                                       "lumos_apply.e0.index", "lumos_apply.t0.index"}
+    assert lumos.verify(gated, lumos.extract(gated), (x,)) < 1e-6

@@ -86,7 +86,8 @@ def compile(model: nn.Module, example_inputs: Sequence[torch.Tensor] | None = No
             input ungated; by default the dim the model reads as channels (the last
             dim before a linear layer, dim 1 before a convolution).
         dynamic_shapes: ``torch.export`` dynamic shapes for the example inputs; by
-            default dim 0 (the batch) of every tensor input is dynamic.
+            default the batch, the time of ``(B, T, F)`` inputs and every dim of integer
+            inputs are dynamic (see ``lumos_fx.capture.default_dynamic_shapes``).
         gate_config: hard-concrete constants and semi-stochastic thresholds.
         budget: a target size instead of ``lam``: a float is the fraction of the
             parameters kept, ``Budget(flops=0.25)`` a fraction of the FLOPs; the

@@ -35,6 +35,7 @@ from ..channels import ChannelGraph, Labels
 from ..rules import REGISTRY
 from ..rules.categorical import is_categorical_input
 from ..rules.context import ConsumerUse, ParamSpec, RuleContext
+from ..rules.elementwise import unary
 from ..rules.shape import ChannelCount
 
 
@@ -81,15 +82,14 @@ def feature_dim(node: fx.Node) -> int:
                 return rank - 1
             if name.startswith(("conv", "batch_norm", "instance_norm", "group_norm")):
                 return 1
-            if REGISTRY.find(user.target) is REGISTRY.pointwise or name in (
-                    "dropout", "clone", "contiguous", "_to_copy", "to", "alias"):
+            if REGISTRY.find(user.target) in (REGISTRY.pointwise, unary):
                 if user.meta.get("tensor_meta") is not None and \
                         len(user.meta["tensor_meta"].shape) == rank:
                     frontier.append(user)
     return 1
 
 
-def _input_space(ctx: RuleContext, node: fx.Node, input_dims: dict, training: bool):
+def _input_space(ctx: RuleContext, node: fx.Node, input_dims: dict):
     categorical = is_categorical_input(node)
     if not (categorical or _real_input(node)):
         return None
@@ -112,7 +112,7 @@ def build_groups(graphs: dict[bool, fx.GraphModule], input_dims: dict | None = N
     for training in sorted(graphs):          # eval first: it counts the FLOPs
         ctx.for_graph(graphs[training], training)
         for node in graphs[training].graph.nodes:
-            out = _labels_of(ctx, node, input_dims or {}, inputs, training)
+            out = _labels_of(ctx, node, input_dims or {}, inputs)
             ctx.labels[node] = out
             node.meta.setdefault("lumos", {})["labels"] = out
     categorical = {name for name, (_, labels) in inputs.items()
@@ -120,9 +120,9 @@ def build_groups(graphs: dict[bool, fx.GraphModule], input_dims: dict | None = N
     return GroupPlan(ctx.channels, ctx.params, ctx.consumers, inputs, categorical)
 
 
-def _labels_of(ctx: RuleContext, node: fx.Node, input_dims: dict, inputs: dict, training: bool):
+def _labels_of(ctx: RuleContext, node: fx.Node, input_dims: dict, inputs: dict):
     if node.op == "placeholder":
-        space = inputs.get(node.target) or _input_space(ctx, node, input_dims, training)
+        space = inputs.get(node.target) or _input_space(ctx, node, input_dims)
         if space is None:
             return {}
         inputs[node.target] = space

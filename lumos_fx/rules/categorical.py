@@ -28,11 +28,8 @@ from __future__ import annotations
 import numpy as np
 from torch import fx
 
+from .context import is_copy
 from .registry import aten
-
-_PASSTHROUGH = (aten._to_copy.default, aten.clone.default, aten.contiguous.default,
-                aten.to.dtype, aten.alias.default)
-
 
 def is_categorical_input(node: fx.Node) -> bool:
     """An integer ``(N, F)`` input read only as columns ``x[:, i]``."""
@@ -73,7 +70,7 @@ def feature_of(node) -> int | None:
         atom = node.meta.get("lumos", {}).get("feature")
         if atom is not None:
             return atom
-        if node.op != "call_function" or node.target not in _PASSTHROUGH:
+        if not is_copy(node):
             return None
         node = node.args[0]
     return None

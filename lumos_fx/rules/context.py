@@ -25,10 +25,19 @@ import numpy as np
 from torch import fx
 
 from ..channels import ChannelGraph, Labels
+from .registry import aten, packets
 
 TensorLabels = dict  # dim (non-negative) -> Labels
 
-_DIM_PRESERVING = ("expand", "clone", "_to_copy", "contiguous", "alias", "detach")
+#: ops that hand on their input's values unchanged, dims in place (casts and copies)
+COPIES = frozenset(packets("clone", "_to_copy", "to", "contiguous", "alias", "detach"))
+
+
+def is_copy(node: Any, also=frozenset()) -> bool:
+    """Whether ``node`` is one of :data:`COPIES` (or of the packets in ``also``)."""
+    packet = getattr(getattr(node, "target", None), "overloadpacket", None)
+    return isinstance(node, fx.Node) and node.op == "call_function" and (
+        packet in COPIES or packet in also)
 
 
 @dataclass
@@ -65,7 +74,7 @@ class ConsumerUse:
     fold: tuple[str, str, int] | None = None
     within: Labels | None = None  # for a position gate: the channel labels of the same dim
     training: bool = False        # which graph: the train graph or the eval graph
-    weight_arg: int | None = None  # the folded weight's argument index (gate the weight)
+    weight_arg: int | tuple | None = None  # where the folded weight sits (gate the weight)
 
 
 def arg_at(node: fx.Node, arg):
@@ -126,9 +135,7 @@ class RuleContext:
         """The parameter a tensor is, directly or through ``expand``/``clone``/casts that
         keep its dims in place (a class token ``cls.expand(B, -1, -1)``), if its ``dim``
         has ``size`` entries; else None."""
-        while isinstance(value, fx.Node) and value.op == "call_function" and \
-                getattr(value.target, "__name__", "").split(".")[0] in _DIM_PRESERVING and \
-                value.args and isinstance(value.args[0], fx.Node) and \
+        while is_copy(value, also={aten.expand}) and isinstance(value.args[0], fx.Node) and \
                 self.shape(value.args[0]) is not None and \
                 len(self.shape(value.args[0])) == len(self.shape(value) or ()):
             value = value.args[0]

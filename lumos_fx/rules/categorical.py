@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 from torch import fx
 
-from .context import is_copy
+from .context import is_copy, split_path
 from .registry import aten
 
 def is_categorical_input(node: fx.Node) -> bool:
@@ -80,7 +80,6 @@ def gate_table(ctx, node, weight: str, atom: int) -> np.ndarray:
     """Gate the whole table ``weight`` (argument 0 of ``node``) with feature ``atom``;
     returns the labels of the table's rows."""
     rows = np.full(ctx.shape(node.args[0])[0], atom, dtype=np.int64)
-    owner, _, name = weight.rpartition(".")
-    ctx.consume_labels(node, 0, 0, rows, fold=(owner, name, 0), weight_arg=0)
+    ctx.consume_labels(node, 0, 0, rows, fold=(*split_path(weight), 0), weight_arg=0)
     node.meta.setdefault("lumos", {})["table_of_feature"] = True
     return rows

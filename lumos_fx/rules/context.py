@@ -77,6 +77,12 @@ class ConsumerUse:
     weight_arg: int | tuple | None = None  # where the folded weight sits (gate the weight)
 
 
+def split_path(path: str) -> tuple[str, str]:
+    """``"blocks.0.fc.weight"`` -> ``("blocks.0.fc", "weight")``: owner and attribute."""
+    owner, _, name = path.rpartition(".")
+    return owner, name
+
+
 def arg_at(node: fx.Node, arg):
     """``node.args[arg]``, or ``node.args[i][k]`` for ``arg = (i, k)`` (an op taking a
     list of tensors, such as ``einsum``)."""
@@ -146,7 +152,7 @@ class RuleContext:
         path = self.attr(value)
         if path is None:
             return None
-        owner, _, name = path.rpartition(".")
+        owner, name = split_path(path)
         return getattr(self.root.get_submodule(owner) if owner else self.root, name)
 
     def shape(self, value: Any) -> tuple[int, ...] | None:
@@ -216,15 +222,15 @@ class RuleContext:
         if not any(existing is positions for existing in also):
             also.append(positions)
 
-    def param(self, owner: str, name: str, dims: dict[int, Labels | None],
+    def param(self, path: str, dims: dict[int, Labels | None],
               flops_per_entry: float = 0.0) -> None:
+        """Parameter or buffer ``path`` (``"fc.weight"``) carries ``dims``' labels."""
         dims = {d: lab for d, lab in dims.items() if lab is not None}
-        path = f"{owner}.{name}" if owner else name
         if self.training:   # the eval graph already counted this use's FLOPs
             flops_per_entry = 0.0
         spec = self.params.get(path)
         if spec is None:
-            self.params[path] = ParamSpec(owner, name, dims, flops_per_entry)
+            self.params[path] = ParamSpec(*split_path(path), dims, flops_per_entry)
             return
         for d, lab in dims.items():
             if d in spec.dims:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 
+from .context import split_path
 from .registry import REGISTRY, aten
 
 
@@ -74,7 +75,7 @@ def contract(ctx, node, operands, arg_paths, specs, output):
             k, d = params[0]
             path = ctx.attr(operands[k])
             labels = ctx.produce(node, sizes[letter], key=f"{path}:{d}",
-                                 name=path.rpartition(".")[0] or path)
+                                 name=split_path(path)[0] or path)
         if labels is None:
             continue
         if letter in output:
@@ -84,10 +85,9 @@ def contract(ctx, node, operands, arg_paths, specs, output):
         for k, d in params:
             param_dims.setdefault(k, {})[d] = labels
     for k, dims in param_dims.items():        # one record per weight, all its labeled dims
-        owner, _, name = ctx.attr(operands[k]).rpartition(".")
         others = [s for letter, s in sizes.items() if letter not in specs[k]]
         flops = 2.0 * math.prod(others) / max(sizes.get(specs[0][0], 1), 1)
-        ctx.param(owner, name, dims, flops_per_entry=flops)
+        ctx.param(ctx.attr(operands[k]), dims, flops_per_entry=flops)
     return out
 
 
@@ -112,7 +112,6 @@ def _consume(ctx, node, operands, arg_paths, places, params, labels):
             fold = None
             if params:
                 pk, pd = params[0]
-                owner, _, name = ctx.attr(operands[pk]).rpartition(".")
-                fold = (owner, name, pd)
+                fold = (*split_path(ctx.attr(operands[pk])), pd)
             ctx.consume(node, arg_paths[k], d, fold=fold)
             return

@@ -67,8 +67,7 @@ def elementwise(ctx, node):
                 continue
             path = ctx.param_behind(a, od, out_shape[d])
             if path is not None:
-                owner, _, name = path.rpartition(".")
-                ctx.param(owner, name, {od: first})
+                ctx.param(path, {od: first})
             else:
                 ctx.pin(first, f"{node.name}: combined with an unlabeled tensor {a.name}")
         out[d] = first

@@ -21,16 +21,12 @@ from __future__ import annotations
 import math
 
 from .categorical import feature_of, gate_table
+from .context import split_path
 from .registry import REGISTRY, aten, packets
 
 
 def _batched_positions(shape, start: int, stop: int | None = None) -> int:
     return math.prod(shape[start:stop]) if shape else 1
-
-
-def _owner(path: str) -> tuple[str, str]:
-    owner, _, name = path.rpartition(".")
-    return owner, name
 
 
 def _weights(ctx, node, weight_index: int = 1, bias_index: int = 2):
@@ -45,7 +41,7 @@ def _weights(ctx, node, weight_index: int = 1, bias_index: int = 2):
 
 
 def _produce(ctx, node, weight: str, size: int):
-    owner, _ = _owner(weight)
+    owner, _ = split_path(weight)
     return ctx.produce(node, size, key=weight, name=owner or weight)
 
 
@@ -58,14 +54,14 @@ def linear(ctx, node):
     x = ctx.of(node.args[0]) or {}
     last = len(ctx.shape(node.args[0])) - 1
     rows = _produce(ctx, node, weight, ctx.shape(node.args[1])[0])
-    fold = (*_owner(weight), 1)
+    fold = (*split_path(weight), 1)
     cols = ctx.consume(node, 0, last, fold=fold, weight_arg=1)
     positions = _batched_positions(ctx.shape(node), 1, -1)
-    ctx.param(*_owner(weight), {0: rows, 1: cols}, flops_per_entry=2 * positions)
+    ctx.param(weight, {0: rows, 1: cols}, flops_per_entry=2 * positions)
     if cols is not None and ctx.position_gates:
         ctx.position_gate(node, 0, last, cols, fold=fold)
     if bias is not None:
-        ctx.param(*_owner(bias), {0: rows})
+        ctx.param(bias, {0: rows})
     out = {d: lab for d, lab in x.items() if d != last}
     out[last] = rows
     return out
@@ -101,12 +97,12 @@ def conv(ctx, node):
         return _depthwise(ctx, weight, bias, x, positions)
     rows = _produce(ctx, node, weight, w_shape[0])
     if groups == 1:
-        cols = ctx.consume(node, 0, 1, fold=(*_owner(weight), 1), weight_arg=1)
+        cols = ctx.consume(node, 0, 1, fold=(*split_path(weight), 1), weight_arg=1)
     else:
         cols = _equal_groups(ctx, node, x.get(1), rows, groups)
-    ctx.param(*_owner(weight), {0: rows, 1: cols}, flops_per_entry=2 * positions)
+    ctx.param(weight, {0: rows, 1: cols}, flops_per_entry=2 * positions)
     if bias is not None:
-        ctx.param(*_owner(bias), {0: rows})
+        ctx.param(bias, {0: rows})
     return {1: rows}
 
 
@@ -131,9 +127,9 @@ def _equal_groups(ctx, node, inputs, rows, groups: int):
 def _depthwise(ctx, weight, bias, x, positions):
     """A depthwise conv maps channel c to channel c: a follower of its input's channels."""
     channels = x.get(1)
-    ctx.param(*_owner(weight), {0: channels}, flops_per_entry=2 * positions)
+    ctx.param(weight, {0: channels}, flops_per_entry=2 * positions)
     if bias is not None:
-        ctx.param(*_owner(bias), {0: channels})
+        ctx.param(bias, {0: channels})
     return {1: channels} if channels is not None else {}
 
 
@@ -150,17 +146,17 @@ def conv_transpose(ctx, node):
     rows = _produce(ctx, node, weight, w_shape[1] * groups)
     positions = _batched_positions(ctx.shape(node.args[0]), 2)
     if groups == 1:
-        cols = ctx.consume(node, 0, 1, fold=(*_owner(weight), 0), weight_arg=1)
+        cols = ctx.consume(node, 0, 1, fold=(*split_path(weight), 0), weight_arg=1)
     else:
         cols = None
         reason = f"{node.name}: grouped transposed convolution"
         ctx.pin(x.get(1), reason)
         ctx.pin(rows, reason)
     # With groups > 1 the weight's dim 1 holds out_channels / groups: leave it whole.
-    ctx.param(*_owner(weight), {0: cols, 1: rows if groups == 1 else None},
+    ctx.param(weight, {0: cols, 1: rows if groups == 1 else None},
               flops_per_entry=2 * positions)
     if bias is not None:
-        ctx.param(*_owner(bias), {0: rows})
+        ctx.param(bias, {0: rows})
     return {1: rows}
 
 
@@ -174,7 +170,7 @@ def embedding(ctx, node):
     cols = _produce(ctx, node, weight, ctx.shape(node.args[0])[1])
     atom = feature_of(node.args[1])
     rows = gate_table(ctx, node, weight, atom) if atom is not None else None
-    ctx.param(*_owner(weight), {0: rows, 1: cols})
+    ctx.param(weight, {0: rows, 1: cols})
     return {len(ctx.shape(node)) - 1: cols}
 
 
@@ -186,5 +182,5 @@ def prelu(ctx, node):
         if weight is None:
             ctx.pin(x.get(1), f"{node.name}: prelu with a computed weight")
         else:
-            ctx.param(*_owner(weight), {0: x.get(1)})
+            ctx.param(weight, {0: x.get(1)})
     return x

@@ -37,8 +37,7 @@ def _follow(ctx, node, values, channels) -> None:
         if path is None:
             ctx.pin(channels, f"{node.name}: normalization with computed statistics")
             continue
-        owner, _, name = path.rpartition(".")
-        ctx.param(owner, name, {0: channels})
+        ctx.param(path, {0: channels})
 
 
 @REGISTRY.ops(aten.layer_norm.default, aten.rms_norm.default)

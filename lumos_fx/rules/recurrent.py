@@ -24,15 +24,11 @@ from __future__ import annotations
 import numpy as np
 from torch import fx
 
+from .context import split_path
 from .registry import REGISTRY, aten
 
 _GATE_BLOCKS = {aten.lstm.input: 4, aten.gru.input: 3, aten.rnn_tanh.input: 1,
                 aten.rnn_relu.input: 1}
-
-
-def _owner(path: str) -> tuple[str, str]:
-    owner, _, name = path.rpartition(".")
-    return owner, name
 
 
 @REGISTRY.ops(*_GATE_BLOCKS)
@@ -52,26 +48,25 @@ def recurrent(ctx, node):
     for d, lab in x.items():
         if d != last:
             ctx.pin(lab, f"{node.name}: a recurrent layer's time or batch dim carries channels")
-    hidden = ctx.produce(node, ctx.shape(params[1])[1], key=paths[1], name=_owner(paths[1])[0])
+    hidden = ctx.produce(node, ctx.shape(params[1])[1], key=paths[1], name=split_path(paths[1])[0])
     rows = np.tile(hidden, _GATE_BLOCKS[node.target])
     steps = shape[1 if batch_first else 0] if len(shape) == 3 else shape[0]
     both = np.concatenate([hidden] * directions)
     for layer in range(layers):
         for direction in range(directions):
             base = (layer * directions + direction) * per_layer
-            w_ih, w_hh = _owner(paths[base]), _owner(paths[base + 1])
             layer_input = x.get(last) if layer == 0 else both
-            ctx.param(*w_ih, {0: rows, 1: layer_input}, flops_per_entry=2 * steps)
-            ctx.param(*w_hh, {0: rows, 1: hidden}, flops_per_entry=2 * steps)
+            ctx.param(paths[base], {0: rows, 1: layer_input}, flops_per_entry=2 * steps)
+            ctx.param(paths[base + 1], {0: rows, 1: hidden}, flops_per_entry=2 * steps)
             if has_biases:
-                ctx.param(*_owner(paths[base + 2]), {0: rows})
-                ctx.param(*_owner(paths[base + 3]), {0: rows})
+                ctx.param(paths[base + 2], {0: rows})
+                ctx.param(paths[base + 3], {0: rows})
+            w_ih, w_hh = (*split_path(paths[base]), 1), (*split_path(paths[base + 1]), 1)
             if layer == 0:
-                ctx.consume(node, 0, last, fold=(*w_ih, 1), weight_arg=(2, base))
+                ctx.consume(node, 0, last, fold=w_ih, weight_arg=(2, base))
             else:
-                ctx.consume_labels(node, (2, base), 1, both, fold=(*w_ih, 1), weight_arg=(2, base))
-            ctx.consume_labels(node, (2, base + 1), 1, hidden, fold=(*w_hh, 1),
-                               weight_arg=(2, base + 1))
+                ctx.consume_labels(node, (2, base), 1, both, fold=w_ih, weight_arg=(2, base))
+            ctx.consume_labels(node, (2, base + 1), 1, hidden, fold=w_hh, weight_arg=(2, base + 1))
     for state in states:
         _initial_state(ctx, node, state, hidden)
     state_labels = {len(ctx.shape(states[0])) - 1: hidden}

@@ -268,8 +268,7 @@ def _unify_other_dims(ctx, node, tensors, skip=None) -> dict:
                 continue
             path = ctx.param_behind(t, d, len(lab))   # a class token joins the stream
             if path is not None:
-                owner, _, name = path.rpartition(".")
-                ctx.param(owner, name, {d: lab})
+                ctx.param(path, {d: lab})
             else:
                 ctx.pin(lab, f"{node.name}: joined with an unlabeled tensor")
     return out

@@ -1,7 +1,7 @@
 """How much of a model can be pruned at all, said at compile time.
 
-Channels that a rule pinned (an op with no rule, a model output, a LayerNorm over
-the channel dim) can never shrink, so the smallest model extraction can produce
+Channels that a rule pinned (an op with no rule, a model output, a norm over
+several dims) can never shrink, so the smallest model extraction can produce
 is the expected cost with every gate closed. ``compile`` warns when less than
 half of the parameters can be pruned, naming the ops that pinned the rest, and
 refuses a budget below that smallest model: the controller would otherwise
@@ -28,15 +28,20 @@ import torch
 from .errors import InputError
 
 
-def smallest_fraction(gated, metric: str = "params") -> float:
-    """Fraction of ``metric`` (``"params"`` or ``"flops"``) left with every gate closed."""
+def smallest_fractions(gated) -> dict[str, float]:
+    """Fractions of the parameters and FLOPs left with every gate closed."""
     cost = gated.lumos_cost
     closed = {key: torch.zeros_like(gate.log_alpha, dtype=cost.weights.dtype)
               for key, gate in gated.lumos_gates.items()}
     with torch.no_grad():
         params, flops = cost.evaluate(cost.slots(closed).to(cost.weights.dtype))
-    total = cost.total_params if metric == "params" else cost.total_flops
-    return float(params if metric == "params" else flops) / max(float(total), 1.0)
+    return {"params": float(params) / max(float(cost.total_params), 1.0),
+            "flops": float(flops) / max(float(cost.total_flops), 1.0)}
+
+
+def smallest_fraction(gated, metric: str = "params") -> float:
+    """Fraction of ``metric`` (``"params"`` or ``"flops"``) left with every gate closed."""
+    return smallest_fractions(gated)[metric]
 
 
 def pin_reasons(plan, limit: int = 5) -> list[str]:
@@ -48,11 +53,12 @@ def pin_reasons(plan, limit: int = 5) -> list[str]:
 
 def check_prunable(gated, plan, budget) -> None:
     """Warn when under half the parameters can be pruned; refuse an unreachable budget."""
-    smallest = smallest_fraction(gated, "params")
+    fractions = smallest_fractions(gated)
+    smallest = fractions["params"]
     reasons = pin_reasons(plan)
     why = ("; pinned by: " + "; ".join(reasons)) if reasons else ""
     if budget is not None:
-        reachable = smallest_fraction(gated, budget.metric)
+        reachable = fractions[budget.metric]
         if budget.target < reachable:
             raise InputError(
                 f"budget {budget.metric}={budget.target:g} is below the smallest model "

@@ -138,7 +138,8 @@ def _layer_norm(node: fx.Node, decisions) -> None:
     graph.erase_node(node)
 
 
-REWRITES = {"groups": _groups, "layer_norm": _layer_norm, "factory_size": _factory_size, "shape_args": _shape_args, "split": _split, "slice": _slice, "mean": _mean}
+REWRITES = {"shape_args": _shape_args, "split": _split, "slice": _slice, "mean": _mean,
+            "groups": _groups, "factory_size": _factory_size, "layer_norm": _layer_norm}
 
 
 def rewrite_literals(gm: fx.GraphModule, decisions) -> None:

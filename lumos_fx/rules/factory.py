@@ -19,7 +19,7 @@ Example::
 """
 from __future__ import annotations
 
-from .elementwise import elementwise
+from .elementwise import elementwise, unary
 from .registry import REGISTRY, aten, packets
 
 _SIZE_ARG = {**{op: 0 for op in packets("zeros", "ones", "empty", "full")},
@@ -43,10 +43,6 @@ def factory(ctx, node):
 REGISTRY.add(factory, list(_SIZE_ARG))
 
 
-@REGISTRY.ops(aten.copy_.default, aten.copy.default)
-def copy(ctx, node):
-    """``dst.copy_(src)``: what is written and where it goes are the same channels."""
-    return elementwise(ctx, node)
-
-
-REGISTRY.add(lambda ctx, node: ctx.of(node.args[0]), packets("fill_", "zero_", "fill"))
+# dst.copy_(src): what is written and where it goes are the same channels
+REGISTRY.add(elementwise, (aten.copy_.default, aten.copy.default))
+REGISTRY.add(unary, packets("fill_", "zero_", "fill"))

@@ -11,15 +11,18 @@ Example::
 """
 from .api import compile, expected_cost, extract, gates, penalty
 from .budget import Budget, BudgetStatus, budget_status
+from .deploy import Deployment, deploy
 from .errors import ExactnessError, InputError, LumosError, TraceError
 from .gates import GateConfig, HardConcreteGate
 from .report import Report, report
-from .training import param_groups
+from .monitor import TrainingMonitor
+from .training import fit, param_groups
 from .verify import verify
 
 __all__ = [
     "compile", "gates", "penalty", "extract", "report", "verify", "expected_cost",
-    "Budget", "BudgetStatus", "budget_status", "param_groups",
+    "deploy", "Deployment",
+    "Budget", "BudgetStatus", "budget_status", "param_groups", "fit", "TrainingMonitor",
     "GateConfig", "HardConcreteGate", "Report",
     "LumosError", "TraceError", "InputError", "ExactnessError",
 ]

@@ -14,7 +14,7 @@ Example::
     >>> torch.equal(gated.eval()(x), model(x))
     True
     >>> sorted(lumos.gates(gated))
-    ['input', 'm0']
+    ['0', 'input']
 """
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ from .passes.build_groups import build_groups
 from .passes.insert_gates import insert_gates
 from .passes.shape_prop import propagate_shapes
 from .passes.shrink import shrink
+from .naming import gates_by_name
 from .state import LumosState, state_of, unwrap
 from .call_signature import CallSignature
 from .capture import capture
@@ -135,9 +136,11 @@ def compile(model: nn.Module, example_inputs: Sequence[torch.Tensor] | None = No
 
 
 def gates(gated: nn.Module) -> dict[str, HardConcreteGate]:
-    """The gates of a gated model, by group name."""
-    state_of(gated)
-    return dict(unwrap(gated).lumos_gates.items())
+    """The gates of a gated model, by group name: the dotted module path of the layer
+    that produces the channels (``layer1.0.conv1``) or the input's name (``input``),
+    as ``report()`` names them. A gate's ``state_dict`` key (dots replaced,
+    ``layer1_0_conv1``) is accepted for lookup too (see :mod:`lumos_fx.naming`)."""
+    return gates_by_name(gated)
 
 
 def expected_cost(gated: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:

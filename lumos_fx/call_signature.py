@@ -57,6 +57,12 @@ class CallSignature:
         self.known = bool(params) and all(p.kind in plain for p in params) and \
             set(self.captured) <= self.names
 
+    def needs_binding(self) -> bool:
+        """Whether a call can differ from the captured inputs: the original takes other
+        arguments (with defaults), in another order, or keyword-only ones."""
+        return self.known and (self.positional != self.captured
+                               or self.names != set(self.captured))
+
     def bind(self, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         """``(args, kwargs)`` for the captured graph."""
         if not kwargs and len(args) == len(self.captured) or not self.known:

@@ -86,10 +86,21 @@ def _as_graph_module(epm: nn.Module, model: nn.Module) -> fx.GraphModule:
             module = gm.get_submodule(owner) if owner else gm
             if name in module._buffers:
                 module._non_persistent_buffers_set.add(name)
+        _keep_symbolic_sizes(node)
         for key in list(node.meta):
             if key not in KEPT_META:
                 del node.meta[key]
     return gm
+
+
+def _keep_symbolic_sizes(node: fx.Node) -> None:
+    """``node.meta["lumos"]["symbolic"] = {dim: "s0"}``: which dims have a dynamic size
+    (the FakeTensor in ``meta["val"]`` is dropped, these strings pickle)."""
+    shape = getattr(node.meta.get("val"), "shape", ())
+    sizes = {d: str(size.node.expr) for d, size in enumerate(shape)
+             if isinstance(size, torch.SymInt) and not size.node.expr.is_number}
+    if sizes:
+        node.meta.setdefault("lumos", {})["symbolic"] = sizes
 
 
 def capture(model: nn.Module, args: tuple, kwargs: dict | None = None, *,
@@ -168,6 +179,21 @@ def _is_constant(size) -> bool:
     return isinstance(size, int) or not size.node.expr.free_symbols
 
 
+_SIZE_ARGUMENTS = {"size", "sizes", "shape", "repeats", "start", "end", "length", "split_size",
+                   "split_sizes", "output_size", "chunks", "sections", "step"}
+
+
+def _user_frame(stack_trace: str | None) -> str | None:
+    """``File ..., line N, in f`` and its code line: the innermost frame of the user's code."""
+    lines = (stack_trace or "").strip().splitlines()
+    for head, code in reversed(list(zip(lines, lines[1:]))):
+        head = head.strip()
+        if head.startswith("File ") and not any(
+                d in head for d in (_TORCH_DIR, _LUMOS_DIR)):
+            return f"{head}\n    {code.strip()}"
+    return None
+
+
 def _check_batch_stayed_dynamic(program, model: nn.Module, args: tuple, kwargs: dict) -> None:
     """A batch dim the code turned into a constant (``len(x)``, ``int(x.shape[0])``, a
     literal in ``reshape``) would make the gated model silently wrong at other batch
@@ -185,13 +211,17 @@ def _check_batch_stayed_dynamic(program, model: nn.Module, args: tuple, kwargs: 
         if isinstance(arg, (list, tuple)):
             return any(uses_batch(a) for a in arg)
         return isinstance(arg, int) and not isinstance(arg, bool) and arg == batch
-    suspects = [n for n in program.graph.nodes if n.op == "call_function" and uses_batch(n.args)]
-    where = ""
-    for node in suspects:
-        trace = (node.meta.get("stack_trace") or "").strip().splitlines()
-        if len(trace) >= 2:
-            where = f"\n  probably here:\n  {trace[-2].strip()}\n    {trace[-1].strip()}"
-            break
+
+    def sizes_use_batch(node) -> bool:     # size arguments only: a conv's stride may equal it
+        schema = getattr(node.target, "_schema", None)
+        if schema is None:
+            return uses_batch(node.args)
+        named = dict(zip((a.name for a in schema.arguments), node.args)) | dict(node.kwargs)
+        return any(uses_batch(v) for k, v in named.items() if k in _SIZE_ARGUMENTS)
+    calls = [n for n in program.graph.nodes if n.op == "call_function"]
+    suspects = [n for n in calls if sizes_use_batch(n)] + [n for n in calls if uses_batch(n.args)]
+    frames = [_user_frame(n.meta.get("stack_trace")) for n in suspects]
+    where = next((f"\n  probably here:\n  {f}" for f in frames if f), "")
     raise TraceError(
         f"lumos_fx could not keep the batch dim of {type(model).__name__} dynamic: the "
         f"model's code turns it into the constant {batch} (inputs {', '.join(static)}), so "

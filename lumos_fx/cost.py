@@ -100,25 +100,11 @@ class ExpectedCost(nn.Module):
 
     def evaluate(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Expected (params, FLOPs) for slot probabilities ``q`` of shape ``(..., slots)``."""
-        gathers = [getattr(self, name) for name in self._gathers]
-        if len(gathers) == 1:                   # one label array per position: no padding
-            survive = q.index_select(-1, gathers[0])
-        else:                                   # padded with the slot one past q, fixed at 1
-            q1 = F.pad(q, (0, 1), value=1.0)
-            survive = q1.index_select(-1, gathers[0])
-            for row in gathers[1:]:
-                survive = survive * q1.index_select(-1, row)
-        base = self.base if self.base.dtype == q.dtype else self.base.to(q.dtype)
-        if q.dim() > 1:
-            base = base.expand(*q.shape[:-1], -1)
-        kept = base.index_add(-1, self.segment, survive)                 # (..., dims + 1)
-        entries = None                                                   # (..., terms)
-        for name in self._columns:
-            factor = kept.index_select(-1, getattr(self, name))
-            entries = factor if entries is None else entries * factor
-        weights = self.weights if self.weights.dtype == q.dtype else self.weights.to(q.dtype)
-        params, flops = (entries @ weights).unbind(-1)
+        params, flops = _Evaluate.apply(self, q)
         return params + self.constant_params, flops
+
+    def _buffer(self, name: str) -> torch.Tensor:
+        return self._buffers[name]
 
     def slots(self, values: dict[str, torch.Tensor]) -> torch.Tensor:
         """Concatenate per-gate vectors into the slot order of ``evaluate``."""
@@ -166,6 +152,62 @@ class ExpectedCost(nn.Module):
         limit = config.log_alpha_limit
         return torch.sigmoid(clamp_straight_through(log_alpha, limit)
                              - config.beta * math.log(-config.gamma / config.zeta))
+
+
+class _Evaluate(torch.autograd.Function):
+    """``ExpectedCost.evaluate`` as one autograd node: the forward gathers and multiplies
+    without recording, the backward is the product rule written out (a dozen tensor
+    ops instead of the two dozen autograd nodes of the recorded formula)."""
+
+    @staticmethod
+    def forward(ctx, cost: ExpectedCost, q: torch.Tensor):
+        gathers = [cost._buffer(name) for name in cost._gathers]
+        padded = q if len(gathers) == 1 else F.pad(q, (0, 1), value=1.0)
+        parts = [padded.index_select(-1, row) for row in gathers]
+        survive = _product(parts)
+        base = cost.base if cost.base.dtype == q.dtype else cost.base.to(q.dtype)
+        if q.dim() > 1:
+            base = base.expand(*q.shape[:-1], -1)
+        kept = base.index_add(-1, cost.segment, survive)                   # (..., dims + 1)
+        factors = [kept.index_select(-1, cost._buffer(name)) for name in cost._columns]
+        weights = cost.weights if cost.weights.dtype == q.dtype else cost.weights.to(q.dtype)
+        ctx.cost, ctx.q_shape, ctx.gathers = cost, q.shape, gathers
+        ctx.save_for_backward(weights, *parts, *factors)
+        ctx.n_parts = len(parts)
+        ctx.set_materialize_grads(False)
+        return (_product(factors) @ weights).unbind(-1)                   # params, flops
+
+    @staticmethod
+    def backward(ctx, grad_params, grad_flops):
+        cost = ctx.cost
+        weights, *saved = ctx.saved_tensors
+        parts, factors = saved[:ctx.n_parts], saved[ctx.n_parts:]
+        if grad_params is None and grad_flops is None:
+            return None, None
+        if grad_flops is None or grad_params is None:      # the usual case: one metric
+            column, grad = (0, grad_params) if grad_flops is None else (1, grad_flops)
+            grad_entries = grad.unsqueeze(-1) * weights[:, column]       # (..., terms)
+        else:
+            grad_entries = torch.stack([grad_params, grad_flops], -1) @ weights.T
+        grad_kept = weights.new_zeros(*ctx.q_shape[:-1], cost.base.numel())
+        for j, name in enumerate(cost._columns):
+            grad_kept.index_add_(-1, cost._buffer(name), grad_entries * _product(
+                [f for i, f in enumerate(factors) if i != j]))
+        grad_survive = grad_kept.index_select(-1, cost.segment)
+        slots = ctx.q_shape[-1]
+        grad_q = weights.new_zeros(*ctx.q_shape[:-1], slots + (len(parts) > 1))
+        for j, row in enumerate(ctx.gathers):
+            grad_q.index_add_(-1, row, grad_survive * _product(
+                [p for i, p in enumerate(parts) if i != j]))
+        return None, grad_q[..., :slots]
+
+
+def _product(tensors: list[torch.Tensor]):
+    """The elementwise product of ``tensors`` (1 for none)."""
+    out = tensors[0] if tensors else 1.0
+    for t in tensors[1:]:
+        out = out * t
+    return out
 
 
 def _global_index(labels: np.ndarray, plan: GroupPlan, keys: dict[int, str]) -> np.ndarray:

@@ -123,7 +123,7 @@ def _count_params(model: nn.Module) -> int:
 
 
 def _train(model, x, y, steps, param_groups, *, penalty=None, desc="", progress=False,
-           batch_size=256, seed=0):
+           batch_size=256, seed=0, monitor=None):
     """Adam with cosine decay of the weights' rate; returns the last task loss."""
     from tqdm.auto import tqdm
 
@@ -151,6 +151,8 @@ def _train(model, x, y, steps, param_groups, *, penalty=None, desc="", progress=
         opt.step()
         sched.step()
         mse = task.item()
+        if monitor is not None:
+            monitor.step(loss=mse)
         if step % 25 == 0 or step == steps - 1:
             bar.set_postfix(mse=f"{mse:.4f}", **({"penalty": f"{pen:.3f}"} if penalty else {}))
     bar.close()
@@ -174,6 +176,7 @@ class DemoResult:
     export_path: str
     seconds: float
     steps: int
+    html_path: str = ""
 
     def __str__(self) -> str:
         true_set, kept_set = set(self.informative), set(self.kept_features)
@@ -197,6 +200,8 @@ class DemoResult:
             f"kept features         {', '.join(self.kept_features)}  ({verdict})",
             f"exported              {self.export_path} (dynamic batch; reloaded, relative "
             f"error {self.export_error:.2e})",
+            f"report page           {self.html_path} (open it in a browser: the layers before "
+            f"and after, the features, the kept fraction over training)",
             f"demo took {self.seconds:.1f} s ({self.steps} steps per training run)",
         ])
 
@@ -223,14 +228,15 @@ def demo_result(steps: int = DEFAULT_STEPS, seed: int = 0, out_dir: str = "lumos
         groups = lumos.param_groups(gated, lr=1e-3)
     else:
         groups = [{"params": list(gated.parameters()), "lr": 1e-3}]
+    monitor = lumos.TrainingMonitor(gated, every=max(steps // 100, 1), progress=False, total=steps)
     _train(gated, x, y, steps, groups, penalty=lumos.penalty, desc="lumos", progress=progress,
-           seed=seed + 1)
+           seed=seed + 1, monitor=monitor)
 
     # (c) extract, (d) check it, (e) score it
     gated.eval()
     pruned = lumos.extract(gated)
     err = lumos.verify(gated, pruned, (x_test,))
-    rep = lumos.report(gated)
+    rep = lumos.report(gated)     # includes the monitor's history
     kept = list(next(iter(rep.kept_features.values()))) if rep.kept_features else []
 
     # (f) export with a dynamic batch, save, reload, compare
@@ -244,13 +250,15 @@ def demo_result(steps: int = DEFAULT_STEPS, seed: int = 0, out_dir: str = "lumos
     with torch.no_grad():
         expected = pruned(x_test)
         export_err = float((reloaded(x_test) - expected).norm() / expected.norm())
+    html_path = os.path.join(out_dir, "report.html")
+    rep.to_html(html_path)
 
     return DemoResult(
         report=rep, r2_baseline=r2_score(baseline, x_test, y_test),
         r2_pruned=r2_score(pruned, x_test, y_test), params_baseline=_count_params(baseline),
         params_pruned=_count_params(pruned), exactness_error=err, export_error=export_err,
         informative=list(INFORMATIVE), kept_features=kept, export_path=path,
-        seconds=time.perf_counter() - start, steps=steps)
+        seconds=time.perf_counter() - start, steps=steps, html_path=html_path)
 
 
 def run_demo(steps: int = DEFAULT_STEPS, seed: int = 0, out_dir: str = "lumos_demo_out",
@@ -260,7 +268,8 @@ def run_demo(steps: int = DEFAULT_STEPS, seed: int = 0, out_dir: str = "lumos_de
     Args:
         steps: training steps for the baseline and again for the gated model.
         seed: seeds the data, the initialisation, the batches and the gate noise.
-        out_dir: where ``pruned.pt2`` (a ``torch.export`` program) is written.
+        out_dir: where ``pruned.pt2`` (a ``torch.export`` program) and ``report.html``
+            (the report page) are written.
         device: torch device to train on.
         progress: show a tqdm bar on stderr (only when stderr is a terminal).
     """

@@ -22,6 +22,7 @@ Example::
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -33,21 +34,21 @@ from .gates import GateConfig, HardConcreteGate
 class _HardConcreteSample(torch.autograd.Function):
     """One semi-stochastic hard-concrete sample of a concatenated ``log_alpha``,
     computed without autograd recording and differentiated in closed form:
-    ``dz/dlog_alpha = (zeta - gamma) s (1 - s) / beta`` where ``0 < z < 1`` and
-    the gate is not frozen by Eq. 1, else 0."""
+    ``dz/dlog_alpha = (zeta - gamma) s (1 - s) / beta`` where ``0 < z < 1`` (a gate
+    frozen by Eq. 1 is exactly 0 or 1 there, like a clamped one), else 0. About
+    twenty in-place tensor ops with Python-number arguments, whatever the model."""
 
     @staticmethod
     def forward(ctx, config: GateConfig, sizes: list[int], *log_alphas: torch.Tensor):
         c = config
-        log_alpha = torch.cat(log_alphas).clamp_(-c.log_alpha_limit, c.log_alpha_limit)
-        u = torch.rand_like(log_alpha)
-        s = u.div(1.0 - u).log_()                   # logistic noise log(u / (1 - u))
-        s = s.add_(log_alpha).div_(c.beta).sigmoid_()
-        z = s * (c.zeta - c.gamma) + c.gamma
         lower, upper = _frozen_thresholds(c)
-        free = (log_alpha >= lower) & (log_alpha <= upper)
-        slope = s.mul_(1.0 - s).mul_((c.zeta - c.gamma) / c.beta).mul_(free & (z > 0) & (z < 1))
-        z = torch.where(free, z.clamp_(0.0, 1.0), (log_alpha > upper).to(z))
+        log_alpha = torch.cat(log_alphas).clamp_(-c.log_alpha_limit, c.log_alpha_limit)
+        s = torch.rand_like(log_alpha).logit_()      # logistic noise log(u / (1 - u))
+        s = s.add_(log_alpha).mul_(1.0 / c.beta).sigmoid_()
+        z = s.mul(c.zeta - c.gamma).add_(c.gamma).clamp_(0.0, 1.0)
+        z.masked_fill_(log_alpha > upper, 1.0).masked_fill_(log_alpha < lower, 0.0)
+        inside = (z > 0.0).logical_and_(z < 1.0)
+        slope = torch.addcmul(s, s, s, value=-1.0).mul_(inside).mul_((c.zeta - c.gamma) / c.beta)
         ctx.save_for_backward(slope)
         ctx.sizes = sizes
         return z
@@ -58,6 +59,7 @@ class _HardConcreteSample(torch.autograd.Function):
         return (None, None, *torch.split(grad_z * slope, ctx.sizes))
 
 
+@functools.lru_cache(maxsize=64)
 def _frozen_thresholds(c: GateConfig) -> tuple[float, float]:
     """``log_alpha`` bounds of the Eq. 1 free region: ``t_lower <= P(z != 0) <= t_upper``."""
     shift = c.beta * math.log(-c.gamma / c.zeta)

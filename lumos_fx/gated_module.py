@@ -35,6 +35,10 @@ _STATE = ("_parameters", "_buffers", "_modules", "_non_persistent_buffers_set")
 class GatedModule(nn.Module):
     """Dispatches ``forward`` to the train or eval graph by ``self.training``."""
 
+    #: the Hugging Face ``Trainer`` reads this: the gated model takes the captured model's
+    #: arguments only, never the Trainer's ``num_items_in_batch``
+    accepts_loss_kwargs = False
+
     def __init__(self, graphs: dict[bool, fx.GraphModule], state, name: str = "model",
                  signature=None):
         super().__init__()

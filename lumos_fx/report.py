@@ -4,7 +4,10 @@
 models: parameters, FLOPs (``torch.utils.flop_counter.FlopCounterMode`` on the
 example inputs), every group's kept/total channels with the layers it spans,
 the input features kept and dropped, and the pinned groups with the op that
-pinned them.
+pinned them; plus the training history a ``TrainingMonitor`` recorded and
+latencies you measured. Groups are named as ``lumos.gates`` names them
+(:mod:`lumos_fx.naming`). ``Report.to_dict()`` / ``to_json()`` give it as data,
+``to_html()`` as a self-contained page.
 
 Example::
 
@@ -17,10 +20,22 @@ Example::
     >>> r = lumos.report(gated)
     >>> r.params_before, r.params_after, r.kept_features["input"]
     (58, 50, ['a', 'c', 'd'])
+
+As data (``r.to_json(path)`` writes the same as JSON, ``r.to_html(path)`` a page)::
+
+    >>> d = r.to_dict()
+    >>> d["params"], [(g["name"], g["kept"], g["total"]) for g in d["groups"]]
+    ({'before': 58, 'after': 50}, [('input', 3, 4), ('0', 8, 8), ('2', 2, 2)])
+    >>> d["inputs"]["input"]["dropped"], d["groups"][2]["pinned"]
+    (['b'], 'model output')
 """
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass, field
+from numbers import Real
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -28,6 +43,9 @@ from tabulate import tabulate
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .errors import InputError
+from .monitor import check_history
+from .naming import group_names
 from .passes.shrink import Decisions, shrink
 from .state import state_of, unwrap
 
@@ -50,6 +68,11 @@ def count_params(module: nn.Module) -> int:
 
 @dataclass
 class GroupReport:
+    """One channel group: ``name`` as ``lumos.gates`` names it, ``key`` its gate's
+    ``state_dict`` key (None when the group has no gate); ``kind`` is ``"input"``
+    (model input features), ``"channels"`` or ``"positions"`` (single positions of
+    a flattened layer's inputs)."""
+
     name: str
     kind: str
     kept: int
@@ -59,10 +82,17 @@ class GroupReport:
     followers: list[str]
     pinned: str | None
     inert: int = 0      # kept only so no layer has zero width; gate value 0
+    key: str | None = None
 
     @property
     def layers(self) -> list[str]:
         return list(dict.fromkeys(self.producers + self.consumers + self.followers))
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "key": self.key, "kind": self.kind, "kept": self.kept,
+                "total": self.total, "inert": self.inert, "pinned": self.pinned,
+                "layers": self.layers, "producers": list(self.producers),
+                "consumers": list(self.consumers), "followers": list(self.followers)}
 
 
 @dataclass
@@ -78,6 +108,50 @@ class Report:
     removed_layers: list[str] = field(default_factory=list)
     #: embedding tables: (name, rows, width before, width after; rows after 0 = dropped)
     embeddings: list[tuple[str, int, int, int, int]] = field(default_factory=list)
+    #: what a TrainingMonitor recorded (see lumos_fx.monitor.FIELDS), oldest first
+    history: list[dict] = field(default_factory=list)
+    #: measured latency: label (e.g. "batch 1") -> (seconds before, seconds after)
+    latency: dict[str, tuple[float, float]] = field(default_factory=dict)
+    #: the layers of the groups in the order the model runs them
+    layer_order: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """Everything in the report as plain JSON-serialisable data."""
+        data = {
+            "format": "lumos_fx.report/1", "model": self.model,
+            "params": {"before": self.params_before, "after": self.params_after},
+            "flops": {"before": self.flops_before, "after": self.flops_after},
+            "groups": [g.to_dict() for g in self.groups],
+            "inputs": {name: {"kept": list(kept), "dropped": list(self.dropped_features[name])}
+                       for name, kept in self.kept_features.items()},
+            "removed_layers": list(self.removed_layers),
+            "layer_order": list(self.layer_order),
+            "embeddings": [{"name": n, "rows_before": r, "width_before": wb, "rows_after": ra,
+                            "width_after": wa} for n, r, wb, ra, wa in self.embeddings],
+        }
+        if self.latency:
+            data["latency"] = {label: {"before": b, "after": a}
+                               for label, (b, a) in self.latency.items()}
+        if self.history:
+            data["history"] = [{k: None if isinstance(v, float) and not math.isfinite(v) else v
+                                for k, v in record.items()} for record in self.history]
+        return data
+
+    def to_json(self, path=None, indent: int | None = 2) -> str:
+        """The report as JSON text; also written to ``path`` when given."""
+        text = json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+        if path is not None:
+            Path(path).write_text(text + "\n", encoding="utf-8")
+        return text
+
+    def to_html(self, path=None) -> str:
+        """A self-contained HTML page of the report (see :mod:`lumos_fx.report_html`);
+        also written to ``path`` when given."""
+        from .report_html import render_html
+        page = render_html(self.to_dict())
+        if path is not None:
+            Path(path).write_text(page, encoding="utf-8")
+        return page
 
     def __str__(self) -> str:
         def ratio(a, b):
@@ -109,6 +183,12 @@ class Report:
             lines.append("embedding widths: " + ", ".join(
                 f"{name} {before} -> {after}" if rows_after else f"{name} dropped"
                 for name, _, before, rows_after, after in self.embeddings))
+        for label, (before, after) in self.latency.items():
+            lines.append(f"latency {label}: {before * 1e6:,.1f} us -> {after * 1e6:,.1f} us")
+        if self.history:
+            last = self.history[-1]
+            lines.append(f"training history: {len(self.history)} records to step {last['step']}, "
+                         f"expected kept params {last['kept_params']:.1%}")
         return "\n".join(lines)
 
 
@@ -139,24 +219,57 @@ def _roles(state) -> dict[int, dict[str, list[str]]]:
     return roles
 
 
-def report(gated: nn.Module) -> Report:
-    """Measure what ``extract(gated)`` returns, against the gated model."""
+def _check_latency(latency) -> dict[str, tuple[float, float]]:
+    if latency is None:
+        return {}
+    if not isinstance(latency, dict):
+        raise InputError("latency must be a dict label -> (seconds before, seconds after), "
+                         f"got {type(latency).__name__}")
+    checked = {}
+    for label, pair in latency.items():
+        ok = (isinstance(pair, (tuple, list)) and len(pair) == 2
+              and all(isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v)
+                      and v > 0 for v in pair))
+        if not isinstance(label, str) or not ok:
+            raise InputError(f"latency[{label!r}] must be (seconds before, seconds after), two "
+                             f"positive numbers keyed by a str label, got {pair!r}")
+        checked[label] = (float(pair[0]), float(pair[1]))
+    return checked
+
+
+def report(gated: nn.Module, *, history=None, latency: dict | None = None) -> Report:
+    """Measure what ``extract(gated)`` returns, against the gated model.
+
+    Args:
+        gated: a model from ``lumos.compile``.
+        history: training records to include (a ``lumos.TrainingMonitor`` or its
+            ``history`` list); by default what monitors recorded on ``gated``.
+        latency: measured latencies to show, ``{"batch 1": (seconds before,
+            seconds after), ...}``.
+    """
     state = state_of(gated)
+    records = check_history(history) if history is not None else check_history(
+        list(getattr(state, "history", None) or []))
+    latency = _check_latency(latency)
     module = unwrap(gated)
     pruned = shrink(module)
     decisions = Decisions(module, state)
     roles = _roles(state)
+    names = group_names(state)
     groups = []
     for group in state.plan.channels.groups():
         if group.index not in state.keys and all(s.kind == "factory" for s in group.spaces):
             continue    # a tensor the model allocated, joined to no layer: nothing to say
         keep, values = decisions.keep.get(group.index), decisions.value.get(group.index)
-        kind = "input" if group.spaces[0].kind in ("input", "categorical") else "channels"
+        first = group.spaces[0].kind
+        kind = ("input" if first in ("input", "categorical")
+                else "positions" if first == "positions" else "channels")
         kept = int(keep.sum()) if keep is not None else group.size
         inert = int((keep & (values == 0)).sum()) if keep is not None else 0
         role = roles.get(group.index, {"producers": [], "consumers": [], "followers": []})
-        groups.append(GroupReport(group.name, kind, kept, group.size, role["producers"],
-                                  role["consumers"], role["followers"], group.pinned, inert))
+        groups.append(GroupReport(names[group.index], kind, kept, group.size, role["producers"],
+                                  role["consumers"], role["followers"], group.pinned, inert,
+                                  state.keys.get(group.index)))
     remaining = {name for name, _ in pruned.named_modules()}
     removed = [name for name, mod in module.named_modules()
                if name and not name.startswith("lumos_") and name not in remaining
@@ -172,7 +285,29 @@ def report(gated: nn.Module) -> Report:
         params_before=count_params(module), params_after=count_params(pruned),
         flops_before=count_flops(module, inputs), flops_after=count_flops(pruned, inputs),
         groups=groups, kept_features=kept_features, dropped_features=dropped,
-        removed_layers=removed, embeddings=_embedding_widths(module, pruned))
+        removed_layers=removed, embeddings=_embedding_widths(module, pruned),
+        history=records, latency=latency, layer_order=_layer_order(module, groups))
+
+
+def _layer_order(gated: nn.Module, groups: list[GroupReport]) -> list[str]:
+    """Every layer the groups name, in the order the eval graph first runs it: a node's
+    position, a module's first op reading one of its parameters, an input's placeholder."""
+    position: dict[str, int] = {}
+    nodes = list(gated.graph.nodes)
+    index_of = {node: i for i, node in enumerate(nodes)}
+    for index, node in enumerate(nodes):
+        position.setdefault(node.name, index)
+        if node.op == "placeholder":
+            position.setdefault(str(node.target), index)
+        if node.op == "get_attr" and node.users:
+            first = min(index_of[user] for user in node.users)
+            parts = str(node.target).split(".")
+            for end in range(1, len(parts)):
+                owner = ".".join(parts[:end])
+                position[owner] = min(position.get(owner, first), first)
+    names = dict.fromkeys(name for g in groups for name in g.producers + g.consumers)
+    unknown = len(nodes)
+    return sorted(names, key=lambda name: position.get(name.split(":")[0], unknown))
 
 
 def _embedding_widths(gated, pruned) -> list[tuple[str, int, int, int, int]]:

@@ -33,6 +33,8 @@ class LumosState:
     example_inputs: tuple
     feature_names: dict[str, list[str]] = field(default_factory=dict)
     model_name: str = "model"
+    #: what a :class:`~lumos_fx.monitor.TrainingMonitor` recorded, one dict per record
+    history: list[dict] = field(default_factory=list)
 
 
 def unwrap(module: nn.Module) -> nn.Module:

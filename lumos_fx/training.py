@@ -1,5 +1,8 @@
 """Training a gated model: optimizer parameter groups and a small ``fit`` loop.
 
+For your own loop, a :class:`~lumos_fx.monitor.TrainingMonitor` shows and records
+the expected size as training goes; ``fit`` uses one.
+
 Gates want their own learning rate: their ``log_alpha`` starts at 2.5 and must
 travel to about -2.4 to close, so at a weight-sized rate (Adam, 1e-3) a gate
 needs several thousand steps to close. :func:`param_groups` gives the gates a
@@ -32,13 +35,15 @@ Example::
     [(4, 0.001, 0.0001), (2, 0.05, 0.0)]
     >>> opt = torch.optim.AdamW(groups)
 
-A complete loop with a progress bar (loss, expected kept fraction, target)::
+A complete loop with a progress bar (loss, expected kept fraction, target),
+recorded into the model's history for ``lumos.report``::
 
-    >>> from lumos_fx.training import fit
     >>> batches = [(torch.randn(8, 4), torch.randn(8, 1)) for _ in range(4)]
-    >>> history = fit(gated, batches, torch.nn.functional.mse_loss, epochs=2, progress=False)
+    >>> history = lumos.fit(gated, batches, torch.nn.functional.mse_loss, epochs=2, progress=False)
     >>> len(history["loss"]), int(gated.lumos_budget.step)
     (8, 8)
+    >>> [record["step"] for record in lumos.report(gated).history]
+    [1, 8]
 """
 from __future__ import annotations
 
@@ -47,6 +52,7 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
+from .errors import InputError
 from .state import state_of, unwrap
 
 DEFAULT_GATE_LR = 0.05
@@ -104,6 +110,11 @@ def fit(gated: nn.Module, data: Iterable, loss_fn: Callable, *, epochs: int = 1,
         progress: bool = True, refresh: int = 10) -> dict[str, list[float]]:
     """Train ``gated`` on ``loss_fn(gated(*inputs), target) + lumos.penalty(gated)``.
 
+    A :class:`~lumos_fx.monitor.TrainingMonitor` shows the loss, the expected kept
+    fraction of the parameters and FLOPs and (budget mode) the current target, and
+    records them every ``refresh`` steps into the model's history, which
+    ``lumos.report(gated)`` includes.
+
     Args:
         gated: a model from ``lumos.compile`` (or it wrapped in DDP).
         data: re-iterable batches ``(inputs, target)``; ``inputs`` is a tensor or
@@ -112,48 +123,50 @@ def fit(gated: nn.Module, data: Iterable, loss_fn: Callable, *, epochs: int = 1,
         epochs: passes over ``data`` (ignored when ``steps`` is given).
         steps: total optimizer steps (cycling through ``data``).
         optimizer: defaults to ``Adam(param_groups(gated, lr, gate_lr, weight_decay))``.
-        progress: show a tqdm bar with the loss, the expected kept fraction and
-            (budget mode) the current target.
-        refresh: steps between progress updates.
+        progress: show a tqdm bar.
+        refresh: steps between records (and progress updates).
 
     Returns:
         ``{"loss": [...], "penalty": [...]}``, one entry per step.
     """
     from .api import penalty
+    from .monitor import TrainingMonitor
 
+    state_of(gated)
+    for name, value, least in (("epochs", epochs, 1), ("refresh", refresh, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise InputError(f"{name} must be a positive int, got {value!r}")
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise InputError(f"steps must be None or a positive int, got {steps!r}")
+    if not callable(loss_fn):
+        raise InputError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
     if optimizer is None:
         optimizer = torch.optim.Adam(param_groups(gated, lr, gate_lr, weight_decay))
-    total = steps if steps is not None else epochs * _length(data)
-    bar = _bar(total, progress)
+    total = steps if steps is not None else (
+        epochs * _length(data) if _length(data) is not None else None)
+    monitor = TrainingMonitor(gated, every=refresh, progress=progress, total=total or None)
     history = {"loss": [], "penalty": []}
     gated.train()
     step, epoch = 0, 0
-    while (steps is None and epoch < epochs) or (steps is not None and step < steps):
-        epoch += 1
-        seen = False
-        for inputs, target in data:
-            seen = True
-            optimizer.zero_grad(set_to_none=True)
-            task = loss_fn(gated(*_as_args(inputs)), target)
-            reg = penalty(gated)
-            (task + reg).backward()
-            optimizer.step()
-            history["loss"].append(float(task.detach()))
-            history["penalty"].append(float(reg.detach()))
-            step += 1
-            if bar is not None and (step % refresh == 0 or step == total):
-                metric, kept, target_now = kept_fraction(gated)
-                postfix = {"loss": f"{history['loss'][-1]:.4g}", f"kept_{metric}": f"{kept:.1%}"}
-                if target_now is not None:
-                    postfix["target"] = f"{target_now:.1%}"
-                bar.set_postfix(postfix, refresh=False)
-                bar.update(step - bar.n)
-            if total is not None and step >= total:
+    with monitor:
+        while (steps is None and epoch < epochs) or (steps is not None and step < steps):
+            epoch += 1
+            seen = False
+            for inputs, target in data:
+                seen = True
+                optimizer.zero_grad(set_to_none=True)
+                task = loss_fn(gated(*_as_args(inputs)), target)
+                reg = penalty(gated)
+                (task + reg).backward()
+                optimizer.step()
+                history["loss"].append(float(task.detach()))
+                history["penalty"].append(float(reg.detach()))
+                step += 1
+                monitor.step(loss=history["loss"][-1])
+                if total is not None and step >= total:
+                    break
+            if not seen:
                 break
-        if not seen:
-            break
-    if bar is not None:
-        bar.close()
     return history
 
 
@@ -162,13 +175,3 @@ def _length(data) -> int | None:
         return len(data)
     except TypeError:
         return None
-
-
-def _bar(total, progress):
-    if not progress:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, desc="lumos", unit="step")

@@ -19,6 +19,7 @@ import torch
 from torch import fx, nn
 
 from .errors import InputError, LumosError
+from .naming import gates_by_name
 from .state import unwrap
 from .verify import eval_mode_error
 
@@ -102,7 +103,7 @@ def check_eval_identity(model: nn.Module, gated: nn.Module, inputs: tuple,
 
 def check_gates_finite(gated: nn.Module) -> None:
     """NaN or infinite ``log_alpha`` (a NaN loss reached the gates) is an error."""
-    bad = [key for key, gate in unwrap(gated).lumos_gates.items()
+    bad = [name for name, gate in gates_by_name(gated).items()
            if not torch.isfinite(gate.log_alpha.detach()).all()]
     if bad:
         raise InputError(

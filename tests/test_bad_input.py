@@ -82,6 +82,25 @@ def test_a_batch_size_baked_into_a_constant_is_an_error_naming_the_line():
     _assert_unchanged(model, before)
 
 
+class ClassTokenFromLen(nn.Module):
+    """A stride equal to the batch size must not be taken for the batch constant."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Conv2d(1, 8, 4, stride=4)
+        self.token = nn.Parameter(torch.zeros(1, 1, 8))
+
+    def forward(self, x):
+        tokens = self.embed(x).flatten(2).transpose(1, 2)
+        return torch.cat([self.token.expand(len(x), -1, -1), tokens], 1).mean(1)
+
+
+def test_the_named_line_is_the_one_that_uses_the_batch_as_a_size():
+    with pytest.raises(lumos.TraceError) as info:
+        lumos.compile(ClassTokenFromLen(), example_inputs=(torch.randn(4, 1, 8, 8),))
+    assert "self.token.expand(len(x), -1, -1)" in str(info.value), str(info.value)
+
+
 def test_wrong_example_shape_mentions_shape():
     model = Plain()
     before = _state(model)

@@ -161,8 +161,8 @@ def test_hugging_face_models_compile_in_train_mode_and_extract_exactly(name):
     assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in model.parameters())
 
 
-@pytest.mark.parametrize("name,hidden", [("GIN", "convs_0_nn_lins_0"), ("GCN", "convs_0_lin"),
-                                         ("GraphSAGE", "convs_0_lin_l"), ("GAT", "convs_0_lin")])
+@pytest.mark.parametrize("name,hidden", [("GIN", "convs.0.nn.lins.0"), ("GCN", "convs.0.lin"),
+                                         ("GraphSAGE", "convs.0.lin_l"), ("GAT", "convs.0.lin")])
 def test_pyg_model_classes_compile_gate_their_hidden_widths_and_extract_exactly(name, hidden):
     pyg = pytest.importorskip("torch_geometric.nn")
     torch.manual_seed(0)
@@ -281,7 +281,7 @@ def test_timm_style_blocks_compiled_in_train_mode_are_exact(gate):
     x2 = torch.randn(3, 3, 16, 16)
     with torch.no_grad():
         torch.testing.assert_close(gated.eval()(x2), reference(x2), rtol=1e-5, atol=1e-6)
-    assert {"conv_stem", "blocks_1_conv_pw"} <= set(lumos.gates(gated))
+    assert {"conv_stem", "blocks.1.conv_pw"} <= set(lumos.gates(gated))
     randomize_gates(gated, seed=5)
     pruned = lumos.extract(gated.eval())
     assert lumos.verify(gated, pruned, (x2,)) < 1e-5

@@ -1,8 +1,14 @@
-"""The ``lumos-fx`` command line: ``demo`` end to end (short) and ``version``."""
+"""The ``lumos-fx`` command line: ``demo`` end to end (short), ``report``, ``bench`` and
+``version``."""
 from __future__ import annotations
+
+import json
 
 import pytest
 import torch
+from torch import nn
+
+import lumos_fx as lumos
 
 import lumos_fx
 from lumos_fx.cli import main
@@ -23,6 +29,10 @@ def test_demo_runs_prunes_and_exports(tmp_path, capsys):
     program = torch.export.load(str(exported))
     x = make_surrogate_data(37, seed=5).x  # a batch size other than the export example's
     assert program.module()(x).shape == (37, 2)
+    page = out / "report.html"
+    assert f"report page           {page}" in text
+    html = page.read_text(encoding="utf-8")
+    assert "<svg" in html and "velocity_x" in html and "expected kept fraction" in html
 
 
 def test_surrogate_data_is_standardised_and_named():
@@ -54,3 +64,62 @@ def test_bench_subcommand_hands_its_options_to_the_benchmark_cli(capsys):
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "--quick" in out and "cosmoflow" in out
+
+
+def _saved_gated(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 6), nn.ReLU(), nn.Linear(6, 1))
+    gated = lumos.compile(model, example_inputs=(torch.randn(2, 3),),
+                          feature_names=["rho", "u", "p"])
+    monitor = lumos.TrainingMonitor(gated, every=1, progress=False)
+    monitor.step(loss=1.0)
+    monitor.step(loss=0.5)
+    with torch.no_grad():
+        lumos.gates(gated)["input"].log_alpha[1] = -6.0
+    return gated
+
+
+def test_report_command_writes_html_and_json_of_a_saved_model(tmp_path, capsys):
+    gated = _saved_gated(tmp_path)
+    torch.save(gated, tmp_path / "gated.pt")
+    html, js = tmp_path / "r.html", tmp_path / "r.json"
+    assert main(["report", str(tmp_path / "gated.pt"), "--html", str(html), "--json", str(js)]) == 0
+    out = capsys.readouterr().out
+    assert "lumos_fx report: Sequential" in out and f"wrote {html}" in out
+    data = json.loads(js.read_text())
+    assert data == json.loads(lumos.report(gated).to_json())
+    assert data["inputs"]["input"] == {"kept": ["rho", "p"], "dropped": ["u"]}
+    assert len(data["history"]) == 2
+    page = html.read_text()
+    assert "<svg" in page and ">u<" in page
+
+
+def test_report_command_finds_the_model_in_a_checkpoint_dict(tmp_path, capsys):
+    gated = _saved_gated(tmp_path)
+    history = [{"step": 7, "kept_params": 0.5}]
+    torch.save({"epoch": 3, "model": gated, "history": history}, tmp_path / "ckpt.pt")
+    assert main(["report", str(tmp_path / "ckpt.pt"), "--json", str(tmp_path / "r.json"),
+                 "--quiet"]) == 0
+    assert "lumos_fx report" not in capsys.readouterr().out
+    assert json.loads((tmp_path / "r.json").read_text())["history"] == history
+
+
+def test_report_command_explains_what_it_cannot_read(tmp_path, capsys):
+    gated = _saved_gated(tmp_path)
+    torch.save(gated.state_dict(), tmp_path / "weights.pt")
+    assert main(["report", str(tmp_path / "weights.pt")]) == 2
+    assert "holds a state_dict" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "missing.pt")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    (tmp_path / "junk.pt").write_text("not a checkpoint")
+    assert main(["report", str(tmp_path / "junk.pt")]) == 2
+    assert "cannot load" in capsys.readouterr().err
+
+
+def test_bench_outside_a_source_checkout_says_so(tmp_path, monkeypatch, capsys):
+    import lumos_fx.cli as cli
+
+    fake = tmp_path / "site-packages" / "lumos_fx" / "cli.py"
+    monkeypatch.setattr(cli, "__file__", str(fake))
+    assert cli.main(["bench", "--help"]) == 2
+    assert "source checkout" in capsys.readouterr().err

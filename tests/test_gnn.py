@@ -20,7 +20,7 @@ def test_pooled_gin_gates_its_widths_and_exports_with_dynamic_graph_counts():
     model = PooledGIN().train()
     dims = graph_dims((0, "N"), (1, "E"), (0, "N"))
     gated = lumos.compile(model, example_inputs=random_graphs(4, 0), dynamic_shapes=dims)
-    assert {"convs_0_nn_0", "convs_0_nn_3", "convs_1_nn_0", "head_0"} <= set(lumos.gates(gated))
+    assert {"convs.0.nn.0", "convs.0.nn.3", "convs.1.nn.0", "head.0"} <= set(lumos.gates(gated))
     other = random_graphs(7, 1)                  # more graphs, other sizes
     with torch.no_grad():
         torch.testing.assert_close(gated.eval()(*other), model.eval()(*other))
@@ -40,7 +40,7 @@ def test_molecule_gin_edge_embeddings_join_the_node_channels():
     dims = graph_dims((0, "N"), (1, "E"), (0, "E"), (0, "N"))
     gated = lumos.compile(model, example_inputs=random_graphs(4, 0, categorical=True),
                           dynamic_shapes=dims)
-    width = lumos.gates(gated)["atom_encoder_tables_0"]
+    width = lumos.gates(gated)["atom_encoder.tables.0"]
     with torch.no_grad():
         width.log_alpha[:6] = -6.0
     pruned = lumos.extract(gated)

@@ -84,7 +84,7 @@ def test_saturated_gates_are_frozen_for_the_task():
     """Semi-stochastic gating (paper Eq. 1): below t_lower a gate is 0, above t_upper 1,
     and the task loss sends them no gradient; only the penalty can still move them."""
     gated = lumos.compile(_model(), (X[:2],))
-    gate = lumos.gates(gated)["m0"]
+    gate = lumos.gates(gated)["0"]
     with torch.no_grad():
         gate.log_alpha[:4] = -7.0          # P(z != 0) < t_lower
         gate.log_alpha[4:8] = 7.0          # P(z != 0) > t_upper
@@ -105,7 +105,7 @@ def test_saturated_gates_are_frozen_for_the_task():
 def test_extracted_model_fine_tunes_like_any_module():
     gated = lumos.compile(_model(), (X[:2],))
     with torch.no_grad():
-        lumos.gates(gated)["m0"].log_alpha[:10] = -6.0
+        lumos.gates(gated)["0"].log_alpha[:10] = -6.0
         lumos.gates(gated)["input"].log_alpha[3:] = -6.0
     pruned = lumos.extract(gated)
     first_layer = pruned.get_submodule("0")

@@ -4,7 +4,8 @@ Rules mark a node with ``node.meta["lumos"]["codegen"] = KIND``; after the
 parameters are sliced, :func:`rewrite_literals` fixes each marked node so the
 pruned model runs for any batch size without user patches:
 
-* ``shape_args`` - ``view``/``reshape`` sizes on shrunk dims become the kept counts;
+* ``shape_args`` - ``view``/``reshape``/``expand`` sizes on shrunk dims become the kept
+  counts (a size ``s0 * H`` becomes ``s0 * kept``); ``unflatten`` - the same for its sizes;
 * ``split`` - ``split``/``chunk`` along a channel dim become ``split_with_sizes``
   with each piece's kept count;
 * ``slice`` - ``x[:, a:b]`` on a channel dim becomes the kept positions' bounds;
@@ -24,6 +25,8 @@ Example::
 """
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 import torch
 from torch import fx
@@ -41,12 +44,42 @@ def _labels(node):
 
 
 def _shape_args(node: fx.Node, decisions) -> None:
-    """``aten.view(x, [s0, 64, 4])``: literal sizes of shrunk dims become kept counts."""
+    """``aten.view(x, [s0, 64, 4])``: literal sizes of shrunk dims become kept counts;
+    a size ``s0 * 4`` (heads merged with the batch) becomes ``s0 * kept`` (the rule
+    checked that the kept count is a multiple of ``len(labels) / 4``)."""
     sizes = list(node.args[1])
     for dim, lab in (_labels(node) or {}).items():
-        if dim < len(sizes) and isinstance(sizes[dim], int) and sizes[dim] != -1:
-            sizes[dim] = len(decisions.kept(lab))
+        if dim >= len(sizes):
+            continue
+        kept = len(decisions.kept(lab))
+        if isinstance(sizes[dim], int) and sizes[dim] != -1:
+            sizes[dim] = kept
+        elif isinstance(sizes[dim], fx.Node) and kept != len(lab):
+            sizes[dim] = _scaled_size(node, sizes[dim], kept, len(lab))
     node.args = (node.args[0], sizes, *node.args[2:])
+
+
+def _unflatten(node: fx.Node, decisions) -> None:
+    """``aten.unflatten(x, dim, [3, 16])``: the literal sizes of shrunk dims become kept
+    counts (sizes count from ``dim``)."""
+    sizes = list(node.args[2])
+    start = node.args[1] % (len(node.meta["tensor_meta"].shape) - len(sizes) + 1)
+    for dim, lab in (_labels(node) or {}).items():
+        if 0 <= dim - start < len(sizes) and isinstance(sizes[dim - start], int) \
+                and sizes[dim - start] != -1:
+            sizes[dim - start] = len(decisions.kept(lab))
+    node.args = (node.args[0], node.args[1], sizes, *node.args[3:])
+
+
+def _scaled_size(node: fx.Node, size: fx.Node, kept: int, total: int) -> fx.Node:
+    """A new ``sym * (literal * kept / total)`` node before ``node`` (``size`` may have
+    other users that keep their value)."""
+    literal = next(a for a in size.args if isinstance(a, int))
+    if (literal * kept) % total:
+        raise AssertionError(f"{node.name}: kept count {kept} of {total} does not scale {size}")
+    args = [a if not isinstance(a, int) else literal * kept // total for a in size.args]
+    with node.graph.inserting_before(node):
+        return node.graph.call_function(operator.mul, tuple(args))
 
 
 def _split(node: fx.Node, decisions) -> None:
@@ -138,8 +171,9 @@ def _layer_norm(node: fx.Node, decisions) -> None:
     graph.erase_node(node)
 
 
-REWRITES = {"shape_args": _shape_args, "split": _split, "slice": _slice, "mean": _mean,
-            "groups": _groups, "factory_size": _factory_size, "layer_norm": _layer_norm}
+REWRITES = {"shape_args": _shape_args, "unflatten": _unflatten, "split": _split, "slice": _slice,
+            "mean": _mean, "groups": _groups, "factory_size": _factory_size,
+            "layer_norm": _layer_norm}
 
 
 def rewrite_literals(gm: fx.GraphModule, decisions) -> None:

@@ -10,8 +10,10 @@ With every gate at its deterministic value:
 3. every sliced parameter and buffer is cut to the kept positions along its
    labeled dims;
 4. ``view``/``reshape`` literals on shrunk dims are rewritten; model inputs get
-   an ``index_select`` of the kept features (or take only those, ``inputs="kept"``);
-5. gate nodes go, dead code goes, unused submodules go; ``lint`` and recompile.
+   an ``index_select`` of the kept features, a ``narrow`` (a view) when they are one
+   run, or take only those (``inputs="kept"``);
+5. gate nodes go, dead code goes, unused submodules go; the graph is lowered for
+   fast eager calls (:mod:`lumos_fx.passes.eager`).
 
 The eval graph of a copy of the gated model is rewritten; the gated model is
 not modified.
@@ -38,129 +40,12 @@ from torch import fx, nn
 
 from ..capture import BufferTracer
 from ..rules.context import arg_at
-from ..state import LumosState, state_of, unwrap
+from ..state import state_of, unwrap
 from .codegen import rewrite_literals
+from .decisions import Decisions
+from .eager import lower_for_eager
 
 aten = torch.ops.aten
-
-
-class Decisions:
-    """Per-channel keep/gate-value decisions of every group, by atom.
-
-    All gated channels live in flat arrays (value, keep, score; one slot per gated
-    channel plus a last "no gate" slot), so a lookup costs O(len(labels)).
-    ``keep``/``value`` give each gated group's part of them by group index (views).
-    """
-
-    def __init__(self, gated: fx.GraphModule, state: LumosState, round_to: int = 1,
-                 fill_to: tuple[str, float] | None = None):
-        self.group_of, self.channel_of = state.plan.channels.atom_table()
-        gates = {gid: gated.lumos_gates[key] for gid, key in state.keys.items()}
-        values = [g.deterministic().detach().cpu().double().numpy() for g in gates.values()]
-        sizes = [len(v) for v in values]
-        self._offset = np.full(int(self.group_of.max(initial=-1)) + 1, -1, dtype=np.int64)
-        self._offset[list(gates)] = np.cumsum([0, *sizes[:-1]]).astype(np.int64)
-        self._ungated = sum(sizes)       # the slot of "no gate": value 1, kept
-        self._flat_value = np.concatenate([*values, np.ones(1)])
-        self._flat_keep = self._flat_value > 0
-        self._flat_score = np.concatenate(
-            [*(g.log_alpha.detach().cpu().double().numpy() for g in gates.values()), np.zeros(1)])
-        self.value = self._per_group(self._flat_value, state)
-        self.keep = self._per_group(self._flat_keep, state)
-        # a categorical feature may close entirely: its tables go, nothing has zero width
-        self._may_close = np.zeros_like(self._flat_keep)
-        for gid in state.keys:
-            if any(space.kind == "categorical" for space in state.plan.channels.groups()[gid].spaces):
-                self._per_group(self._may_close, state)[gid][:] = True
-        for labels in [u.labels for u in state.plan.consumers] + [
-                lab for spec in state.plan.params.values() for d in spec.dims
-                for lab in spec.label_sets(d)]:
-            self._keep_one(labels)
-        if fill_to is not None:
-            self._fill(gated, state, *fill_to)
-        if round_to > 1:
-            self._round_up(state, round_to)
-
-    def _per_group(self, flat: np.ndarray, state: LumosState) -> dict[int, np.ndarray]:
-        """Each gated group's slice of a flat array (views: writes go through)."""
-        groups = state.plan.channels.groups()
-        return {gid: flat[self._offset[gid]:self._offset[gid] + groups[gid].size]
-                for gid in state.keys}
-
-    def _slots(self, labels: np.ndarray) -> np.ndarray:
-        """Index into the flat gate arrays of every position (the ungated slot if none)."""
-        labels = np.asarray(labels, dtype=np.int64)
-        safe = np.where(labels >= 0, labels, 0)
-        base = self._offset[self.group_of[safe]] if len(self._offset) else np.full(len(labels), -1)
-        gated = (labels >= 0) & (base >= 0)
-        return np.where(gated, base + self.channel_of[safe], self._ungated)
-
-    def _keep_one(self, labels: np.ndarray) -> None:
-        """No layer may end up with zero width: keep the strongest closed channel
-        (its gate value 0 stays folded into the consumers, so this is exact)."""
-        slots = self._slots(labels)
-        if len(slots) and not self._flat_keep[slots].any() and not self._may_close[slots].all():
-            self._flat_keep[slots[np.argmax(self._flat_score[slots])]] = True
-
-    def _reopenable(self, state: LumosState) -> np.ndarray:
-        """Flat slots of closed channels and flattened positions (never input features)."""
-        groups = state.plan.channels.groups()
-        slots = [self._offset[gid] + np.flatnonzero(~keep) for gid, keep in self.keep.items()
-                 if all(space.kind not in ("input", "categorical") for space in groups[gid].spaces)]
-        return np.concatenate(slots) if slots else np.zeros(0, dtype=np.int64)
-
-    def _fill(self, gated, state: LumosState, metric: str, target: float) -> None:
-        """Keep the strongest closed channels (gate value 0: still exact) while the
-        extracted model stays within ``target`` (a fraction of ``metric``): a run that
-        overshot its budget gets back the capacity it may use, e.g. in a fine-tune."""
-        cost = gated.lumos_cost
-        which, total = (0, cost.total_params) if metric == "params" else (1, cost.total_flops)
-        candidates = self._reopenable(state)
-        candidates = candidates[np.argsort(-self._flat_score[candidates], kind="stable")]
-
-        def fraction(count: int) -> float:
-            keep = self._flat_keep.astype(np.float64)
-            keep[candidates[:count]] = 1.0
-            q = {state.keys[gid]: torch.from_numpy(part)
-                 for gid, part in self._per_group(keep, state).items()}
-            with torch.no_grad():
-                return float(cost.evaluate(cost.slots(q).to(cost.weights.dtype))[which]) / total
-
-        low, high = 0, len(candidates)          # the largest count that stays within target
-        if fraction(0) > target:
-            return
-        while low < high:
-            mid = (low + high + 1) // 2
-            low, high = (mid, high) if fraction(mid) <= target else (low, mid - 1)
-        self._flat_keep[candidates[:low]] = True
-
-    def _round_up(self, state: LumosState, multiple: int) -> None:
-        """Keep the strongest closed channels until every channel group's width is a
-        multiple of ``multiple`` (or whole): hardware-friendly sizes, still exact
-        because their gate value 0 stays folded into the consumers."""
-        groups = state.plan.channels.groups()
-        for gid, keep in self.keep.items():
-            if any(space.kind != "producer" for space in groups[gid].spaces):
-                continue        # input features and flattened positions keep their count
-            target = min(len(keep), -(-int(keep.sum()) // multiple) * multiple)
-            closed = self._offset[gid] + np.flatnonzero(~keep)
-            extra = closed[np.argsort(-self._flat_score[closed], kind="stable")]
-            self._flat_keep[extra[:target - int(keep.sum())]] = True
-
-    def kept(self, labels: np.ndarray) -> np.ndarray:
-        """Indices of the positions of ``labels`` that survive."""
-        return np.flatnonzero(self._flat_keep[self._slots(labels)])
-
-    def kept_all(self, label_sets: list[np.ndarray]) -> np.ndarray:
-        """Positions that survive in every label array (channel and position gates)."""
-        kept = self.kept(label_sets[0])
-        for labels in label_sets[1:]:
-            kept = np.intersect1d(kept, self.kept(labels))
-        return kept
-
-    def values(self, labels: np.ndarray) -> np.ndarray:
-        """Gate value at every position of ``labels`` (1 where ungated)."""
-        return self._flat_value[self._slots(labels)]
 
 
 def _get(root: nn.Module, path: str):
@@ -297,47 +182,36 @@ def _drop_table(gm, node) -> None:
     graph.erase_node(node)
 
 
-def _size_source(node) -> tuple[fx.Node, int] | None:
-    """The model input whose leading dims the consumer ``node``'s output shares, and how
-    many: followed back through first arguments of the same leading sizes. The
-    channel dims of the output (where its labels are) never count."""
-    out = list(node.meta["tensor_meta"].shape)
-    labeled = (node.meta.get("lumos", {}).get("labels") or {}).keys()
-    prefix = next((d for d in range(len(out)) if d in labeled), len(out))
-    current = node.args[0]
-    while isinstance(current, fx.Node):
-        meta = current.meta.get("tensor_meta")
-        if meta is None and current.op == "call_function":  # inserted by extraction
-            current = current.args[0]
-            continue
-        shape = list(getattr(meta, "shape", []))
-        prefix = next((d for d in range(min(prefix, len(shape))) if shape[d] != out[d]),
-                      min(prefix, len(shape)))
-        if prefix == 0:
-            return None
-        if current.op == "placeholder":
-            return current, prefix
-        current = current.args[0] if current.args else None
-    return None
+def _symbolic_sources(gm, node) -> list | None:
+    """For each dim of ``node``'s output: ``(model input, dim)`` with the same symbolic
+    size (a dynamic batch or sequence length; recorded at capture), or None for a
+    static size; None when a dynamic size matches no input dim."""
+    inputs = {}
+    for placeholder in (n for n in gm.graph.nodes if n.op == "placeholder"):
+        for d, expr in sorted(placeholder.meta.get("lumos", {}).get("symbolic", {}).items()):
+            inputs.setdefault(expr, (placeholder, d))
+    symbolic = node.meta.get("lumos", {}).get("symbolic", {})
+    sources = [inputs.get(symbolic[d], False) if d in symbolic else None
+               for d in range(len(node.meta["tensor_meta"].shape))]
+    return None if any(src is False for src in sources) else sources
 
 
 def _remove_silent_branches(gm, silent: dict[str, list[int]]) -> None:
     """A layer whose whole input is closed outputs a constant (its bias): replace
-    it by that constant broadcast to the sizes of the model input it shares its
-    leading dims with, so dead-code elimination drops the branch feeding it
-    (residual-aware layer removal, paper VII.C). Without such an input the layer
-    stays (still exact)."""
+    it by that constant broadcast to the dynamic sizes (batch, sequence) it shares
+    with the model inputs, so dead-code elimination drops the branch feeding it
+    (residual-aware layer removal, paper VII.C). When a dynamic size is no input's,
+    the layer stays (still exact)."""
     for node in list(gm.graph.nodes):
         if node.name not in silent:
             continue
         if node.meta.get("lumos", {}).get("table_of_feature"):
             _drop_table(gm, node)
             continue
-        source = _size_source(node)
-        if source is None:
-            continue
-        placeholder, leading = source
-        shape = [1] * leading + silent[node.name][leading:]
+        sources = _symbolic_sources(gm, node)
+        if sources is None:
+            continue        # a dynamic size no model input has: the branch stays
+        shape = [1 if src else size for src, size in zip(sources, silent[node.name])]
         constant = _constant_of(gm, node, shape)
         if constant is None:
             continue
@@ -346,9 +220,8 @@ def _remove_silent_branches(gm, silent: dict[str, list[int]]) -> None:
         graph = gm.graph
         with graph.inserting_before(node):
             value = graph.get_attr(buffer)
-            sizes = [graph.call_function(aten.sym_size.int, (placeholder, d)) for d in range(leading)]
-            expanded = graph.call_function(aten.expand.default,
-                                           (value, [*sizes, *[-1] * (constant.dim() - leading)]))
+            sizes = [graph.call_function(aten.sym_size.int, src) if src else -1 for src in sources]
+            expanded = graph.call_function(aten.expand.default, (value, sizes))
         node.replace_all_uses_with(expanded)
         graph.erase_node(node)
 
@@ -374,12 +247,17 @@ def _select_inputs(gm, state, decisions, mode: str) -> dict[str, list[int]]:
         if mode == "kept" or len(kept) == len(labels) or name in state.plan.categorical:
             continue    # categorical inputs keep their columns: the graph reads them by index
         node = placeholders[name]
-        buffer = f"lumos_kept_{name}"
-        gm.register_buffer(buffer, torch.as_tensor(kept, dtype=torch.long))
-        with gm.graph.inserting_after(node):
-            index = gm.graph.get_attr(buffer)
-        with gm.graph.inserting_after(index):
-            select = gm.graph.call_function(aten.index_select.default, (node, dim, index))
+        if kept[-1] - kept[0] + 1 == len(kept):     # one run of features: a view, no copy
+            with gm.graph.inserting_after(node):
+                select = gm.graph.call_function(aten.narrow.default,
+                                                (node, dim, int(kept[0]), len(kept)))
+        else:
+            buffer = f"lumos_kept_{name}"
+            gm.register_buffer(buffer, torch.as_tensor(kept, dtype=torch.long))
+            with gm.graph.inserting_after(node):
+                index = gm.graph.get_attr(buffer)
+            with gm.graph.inserting_after(index):
+                select = gm.graph.call_function(aten.index_select.default, (node, dim, index))
         node.replace_all_uses_with(select, delete_user_cb=lambda user: user is not select)
     return kept_inputs
 
@@ -406,15 +284,16 @@ def shrink(gated: nn.Module, inputs: str = "full", round_to: int = 1,
             gm.graph.erase_node(node)
     for node in gm.graph.nodes:
         node.meta.pop("lumos", None)
-    gm.graph.eliminate_dead_code()
+    # the eval graph's dead random ops (SDPA, dropout with p=0 or training=False) go too
+    gm.graph.eliminate_dead_code(is_impure_node=lambda n: n.is_impure(impure_random=False))
     pruned = fx.GraphModule(gm, gm.graph, class_name=state.model_name)
     pruned._tracer_cls = BufferTracer
-    pruned.graph.lint()
-    pruned.recompile()
+    lower_for_eager(pruned)
     pruned.lumos_kept_inputs = kept_inputs
     pruned.lumos_input_mode = inputs
-    if work.call_signature is not None:     # model(x, mask=None) works as on the original
-        pruned.register_forward_pre_hook(work.call_signature, with_kwargs=True)
+    signature = work.call_signature     # model(x, mask=None) works as on the original
+    if signature is not None and signature.needs_binding():
+        pruned.register_forward_pre_hook(signature, with_kwargs=True)
     if not _reads_inputs(pruned.graph):
         warnings.warn("lumos: every path from the model inputs is gated off, so the extracted "
                       "model outputs a constant; train with a smaller lam or a larger budget",

@@ -1,14 +1,24 @@
 """Rule for ``scaled_dot_product_attention``: whole heads live or die together.
 
 ``q, k, v`` arrive as ``(..., heads, tokens, head_dim)`` after the
-``(C) -> (heads, head_dim)`` split (see :func:`lumos_fx.rules.shape.split_channels`),
-so the heads dim carries one label per head of each projection. A head's query,
+``(C) -> (heads, head_dim)`` split (see :mod:`lumos_fx.rules.heads`; a packed
+``qkv`` projection split as ``(3, heads, head_dim)`` gives the same), so the
+heads dim carries one label per head of each projection. A head's query,
 key and value rows are one channel: it is removed whole, and the output
 projection's columns of that head go with it (the merge back to ``C`` repeats the
 head's label over its ``head_dim`` positions). The head size does not change, so
-the default scale ``1/sqrt(head_dim)`` stays right. A mask broadcast over heads
-is fine; pruning inside a head (``head_dim``) or across tokens pins, as does
-grouped-query attention with fewer key/value heads.
+the default scale ``1/sqrt(head_dim)`` stays right.
+
+Grouped-query attention (``enable_gqa=True``, ``Hq = n * Hkv``): query head ``h``
+reads key/value head ``h // n``, so a key/value head and its ``n`` query heads are
+one channel; every kept key/value head keeps all of its query heads and the
+ratio ``n`` stays. (With ``repeat_interleave``/``expand`` written out, the copies
+already carry the key/value head's label and the head counts are equal here.)
+
+A mask broadcast over heads is fine; pruning inside a head (``head_dim``) or
+across tokens pins. The fused fast paths of ``nn.MultiheadAttention`` and
+``nn.TransformerEncoderLayer`` (taken only without gradients, never by
+``torch.export`` training capture) pin with their name.
 
 Example::
 
@@ -20,40 +30,67 @@ Example::
 """
 from __future__ import annotations
 
-from .registry import REGISTRY, aten
+import numpy as np
+
+from .registry import REGISTRY, aten, packets
 
 
 @REGISTRY.ops(aten.scaled_dot_product_attention.default)
 def attention(ctx, node):
     q, k, v = node.args[:3]
     mask = ctx.arg(node, 3, "attn_mask")
+    gqa = bool(node.kwargs.get("enable_gqa", False))
     rank = len(ctx.shape(q))
     heads_dim = rank - 3
-    operands = [t for t in (q, k, v) if t is not None]
+    operands = [q, k, v]
     labels = [ctx.of(t) or {} for t in operands]
-    for t, lab in zip(operands, labels):
+    for lab in labels:
         for d, atoms in lab.items():
             if d != heads_dim:
                 ctx.pin(atoms, f"{node.name}: attention over a channel dim (tokens or head_dim)")
-    if rank < 3 or len({ctx.shape(t)[heads_dim] for t in operands}) != 1:
+    counts = [ctx.shape(t)[heads_dim] if rank >= 3 else None for t in operands]
+    ratio = counts[0] // counts[1] if rank >= 3 and counts[1] else 0
+    if rank < 3 or counts[1] != counts[2] or not (
+            counts[0] == counts[1] or (gqa and ratio * counts[1] == counts[0])):
         for lab in labels:
             ctx.pin(lab.get(heads_dim), f"{node.name}: attention with unequal head counts")
         return {}
     heads = [lab.get(heads_dim) for lab in labels]
+    if heads[0] is not None and counts[0] != counts[1]:     # GQA: group the query heads
+        blocks = heads[0].reshape(counts[1], ratio)
+        for column in range(1, ratio):
+            ctx.unify(blocks[:, 0], blocks[:, column], f"{node.name}: query heads of a kv head")
+        heads = [blocks[:, 0].copy(), *heads[1:]]
     present = [h for h in heads if h is not None]
     if not present:
         return {}
     for h in present[1:]:
         ctx.unify(present[0], h, f"{node.name}: a head's query, key and value")
-    if len(present) < len(heads) and ctx.shape(q)[heads_dim] > 1:
+    if len(present) < len(heads) and counts[1] > 1:
         ctx.pin(present[0], f"{node.name}: attention with unlabeled heads")
     if mask is not None and hasattr(mask, "op"):
         mask_shape = ctx.shape(mask)
         offset = rank - len(mask_shape)
         mask_heads = (ctx.of(mask) or {}).get(heads_dim - offset) if heads_dim >= offset else None
         if heads_dim >= offset and mask_shape[heads_dim - offset] != 1:
-            if mask_heads is None:
+            if mask_heads is None or len(mask_heads) != counts[0]:
                 ctx.pin(present[0], f"{node.name}: a per-head mask without labels")
             else:
-                ctx.unify(present[0], mask_heads, f"{node.name}: per-head mask")
-    return {heads_dim: present[0]}
+                ctx.unify(_query_heads(present[0], counts[0]), mask_heads,
+                          f"{node.name}: per-head mask")
+    return {heads_dim: _query_heads(present[0], counts[0])}
+
+
+def _query_heads(kv_heads, count: int):
+    """Labels of the output's (query) heads: each key/value head's label repeated."""
+    return np.repeat(kv_heads, count // len(kv_heads))
+
+
+def fast_path(ctx, node):
+    """A fused attention kernel: its packed weights are opaque to the rules."""
+    ctx.pin_inputs(node, f"{node.name}: fused {node.target} (nn.MultiheadAttention/"
+                         "TransformerEncoderLayer fast path); capture with gradients enabled")
+    return None
+
+
+REGISTRY.add(fast_path, packets("_native_multi_head_attention", "_transformer_encoder_layer_fwd"))

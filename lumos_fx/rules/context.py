@@ -193,6 +193,11 @@ class RuleContext:
         """Record a gated use with explicit ``labels``: a layer reading channels that are
         not one of its inputs (a recurrent layer's own hidden state, read through its
         ``weight_hh`` columns). ``arg`` is then the weight itself."""
+        source = arg_at(node, arg)
+        if dim in getattr(source, "meta", {}).get("lumos", {}).get("symbolic", {}):
+            self.pin(labels, f"{node.name}: reads channels along a dim whose size varies "
+                             "(merged with the batch)")
+            return None
         if fold is not None:
             owner, name, _ = fold
             seen = self._module_cols.setdefault(f"{owner}.{name}", labels)

@@ -22,6 +22,7 @@ import math
 
 from .categorical import feature_of, gate_table
 from .context import split_path
+from .heads import mark_row_slice, packed_rows
 from .registry import REGISTRY, aten, packets
 
 
@@ -47,23 +48,32 @@ def _produce(ctx, node, weight: str, size: int):
 
 @REGISTRY.ops(aten.linear.default)
 def linear(ctx, node):
-    paths = _weights(ctx, node)
+    """A linear layer; its weight may also be rows of a packed weight (the in_proj_weight
+    of ``nn.MultiheadAttention`` split into query and key/value rows): the rows it reads
+    are then its slice of the packed weight's channels (:func:`heads.packed_rows`)."""
+    packed = packed_rows(ctx, node)
+    paths = packed[:2] if packed else _weights(ctx, node)
     if paths is None:
         return {}
     weight, bias = paths
     x = ctx.of(node.args[0]) or {}
     last = len(ctx.shape(node.args[0])) - 1
-    rows = _produce(ctx, node, weight, ctx.shape(node.args[1])[0])
+    rows = _produce(ctx, node, weight, packed[5] if packed else ctx.shape(node.args[1])[0])
+    used = rows[packed[2]:packed[3]] if packed else rows
+    for found in packed[4] if packed else ():
+        mark_row_slice(found, rows)
     fold = (*split_path(weight), 1)
-    cols = ctx.consume(node, 0, last, fold=fold, weight_arg=1)
+    # a slice of a packed weight is a view a module must not be handed (no_grad views
+    # of a parameter break torch's module tracker): gate the activation instead
+    cols = ctx.consume(node, 0, last, fold=fold, weight_arg=None if packed else 1)
     positions = _batched_positions(ctx.shape(node), 1, -1)
-    ctx.param(weight, {0: rows, 1: cols}, flops_per_entry=2 * positions)
+    ctx.param(weight, {0: rows, 1: cols}, flops_per_entry=2 * positions * len(used) / len(rows))
     if cols is not None and ctx.position_gates:
         ctx.position_gate(node, 0, last, cols, fold=fold)
     if bias is not None:
         ctx.param(bias, {0: rows})
     out = {d: lab for d, lab in x.items() if d != last}
-    out[last] = rows
+    out[last] = used
     return out
 
 

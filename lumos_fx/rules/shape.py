@@ -18,13 +18,13 @@ Example::
 """
 from __future__ import annotations
 
-import math
 import operator
 
 import numpy as np
 from torch import fx
 
 from .categorical import reads_a_category, tag_feature
+from .heads import regroup
 from .registry import REGISTRY, aten, packets
 
 
@@ -106,7 +106,9 @@ _SIZED_VIEWS = (aten.view.default, aten.reshape.default, aten._unsafe_view.defau
 @REGISTRY.ops(*_SIZED_VIEWS, aten.unflatten.int)
 @reads_sizes
 def view(ctx, node):
-    """A view that merges dims acts like flatten; one that splits a channel dim pins it."""
+    """A view maps runs of input dims onto runs of output dims; each run holding
+    channels is laid out by :func:`lumos_fx.rules.heads.regroup` (a merge acts like
+    flatten, a split of a channel dim gives blocks or heads)."""
     x = ctx.of(node.args[0]) or {}
     src, dst = ctx.shape(node.args[0]), ctx.shape(node)
     groups = _aligned_groups(src, dst) if src is not None and dst is not None else None
@@ -115,21 +117,10 @@ def view(ctx, node):
         return {}
     out = {}
     for ii, jj in groups:
-        if not any(d in x for d in ii):
-            continue
-        wide = [j for j in jj if dst[j] != 1]
-        labeled = [d for d in ii if d in x and src[d] != 1]
-        if len(wide) == 1 and math.prod(src[d] for d in ii) == dst[wide[0]]:
-            merged = _merge(ctx, node, x, ii, src)
-            if merged is not None:
-                out[wide[0]] = merged
-        elif len(labeled) == 1 and [d for d in ii if src[d] != 1] == labeled and wide:
-            out[wide[0]] = split_channels(ctx, node, x[labeled[0]], dst[wide[0]])
-        else:
-            for d in ii:
-                ctx.pin(x.get(d), f"{node.name}: reshape merges and splits channel dims")
-    if node.target in _SIZED_VIEWS:
-        node.meta.setdefault("lumos", {})["codegen"] = "shape_args"
+        if any(d in x for d in ii):
+            out.update(regroup(ctx, node, x, ii, jj, src, dst))
+    node.meta.setdefault("lumos", {})["codegen"] = \
+        "shape_args" if node.target in _SIZED_VIEWS else "unflatten"
     return out
 
 
@@ -368,20 +359,3 @@ def unbind(ctx, node):
     ctx.pin(x.get(dim), f"{node.name}: unbind along a channel dim")
     piece = {d - (d > dim): lab for d, lab in x.items() if d != dim}
     return tuple(piece for _ in node.meta.get("tensor_meta") or ())
-
-
-@REGISTRY.ops(aten.expand.default, aten.repeat.default)
-def expand(ctx, node):
-    """Expanding size-1 dims keeps channels (``-1`` or a repeat of 1 on a channel
-    dim); a literal channel count there pins it."""
-    x = ctx.of(node.args[0]) or {}
-    sizes = list(node.args[1])
-    shift = len(ctx.shape(node)) - len(ctx.shape(node.args[0]))
-    keep_value = -1 if node.target is aten.expand.default else 1
-    out = {}
-    for d, lab in x.items():
-        if sizes[d + shift] == keep_value:
-            out[d + shift] = lab
-        else:
-            ctx.pin(lab, f"{node.name}: {node.target} with a literal channel count")
-    return out

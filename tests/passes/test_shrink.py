@@ -79,7 +79,7 @@ def test_a_fully_closed_chain_keeps_one_channel_and_stays_exact():
     model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 1))
     gated = lumos.compile(model, example_inputs=(torch.randn(2, 3),))
     with torch.no_grad():
-        lumos.gates(gated)["m0"].log_alpha.fill_(-8.0)
+        lumos.gates(gated)["0"].log_alpha.fill_(-8.0)
     with pytest.warns(UserWarning, match="outputs a constant"):
         pruned = lumos.extract(gated)
     assert lumos.verify(gated, pruned, (torch.randn(5, 3),)) < 1e-6
@@ -112,7 +112,7 @@ def test_fully_closed_flatten_positions_leave_a_constant_head():
     model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.Flatten(),
                           nn.Linear(3 * 4 * 4, 5), nn.ReLU(), nn.Linear(5, 1))
     gated = lumos.compile(model, example_inputs=(torch.randn(2, 2, 4, 4),))
-    positions = [k for k in lumos.gates(gated) if k not in ("input", "m0", "m3")]
+    positions = [k for k in lumos.gates(gated) if k not in ("input", "0", "3")]
     assert positions, list(lumos.gates(gated))
     with torch.no_grad():
         for key in positions:
@@ -140,8 +140,8 @@ def test_round_to_rounds_channel_widths_up_and_stays_exact():
     model = nn.Sequential(nn.Linear(5, 20), nn.ReLU(), nn.Linear(20, 12), nn.ReLU(), nn.Linear(12, 1))
     gated = lumos.compile(model, example_inputs=(torch.randn(3, 5),))
     with torch.no_grad():
-        lumos.gates(gated)["m0"].log_alpha[:11] = -6.0        # 9 of 20 open
-        lumos.gates(gated)["m2"].log_alpha[:4] = -6.0         # 8 of 12 open
+        lumos.gates(gated)["0"].log_alpha[:11] = -6.0        # 9 of 20 open
+        lumos.gates(gated)["2"].log_alpha[:4] = -6.0         # 8 of 12 open
         lumos.gates(gated)["input"].log_alpha[:2] = -6.0      # inputs are never rounded
     pruned = lumos.extract(gated, round_to=8)
     assert pruned.get_submodule("0").weight.shape == (16, 3)

@@ -16,11 +16,11 @@ def test_vit_prunes_heads_ffn_and_residual_stream_exactly():
     gated = lumos.compile(model, example_inputs=(x,))
     gates = {key: gate.log_alpha.numel() for key, gate in lumos.gates(gated).items()}
     assert gates["embed"] == 32                          # the residual stream
-    assert gates["blocks_0_q"] == 4 and gates["blocks_1_q"] == 4    # whole heads
-    assert gates["blocks_0_fc1"] == 64
+    assert gates["blocks.0.q"] == 4 and gates["blocks.1.q"] == 4    # whole heads
+    assert gates["blocks.0.fc1"] == 64
     with torch.no_grad():
         torch.testing.assert_close(gated.eval()(x), model(x))
-        lumos.gates(gated)["blocks_0_q"].log_alpha[1] = -6.0          # one head
+        lumos.gates(gated)["blocks.0.q"].log_alpha[1] = -6.0          # one head
         lumos.gates(gated)["embed"].log_alpha[:6] = -6.0              # six stream channels
     pruned = lumos.extract(gated)
     assert pruned.get_parameter("blocks.0.q.weight").shape == (24, 26)
@@ -40,7 +40,7 @@ def test_hugging_face_bert_gates_whole_heads():
         intermediate_size=64, max_position_embeddings=64)).eval()
     ids = torch.randint(0, 100, (2, 16))
     gated = lumos.compile(model, example_inputs=(ids,))
-    assert lumos.gates(gated)["encoder_layer_0_attention_self_query"].log_alpha.numel() == 4
+    assert lumos.gates(gated)["encoder.layer.0.attention.self.query"].log_alpha.numel() == 4
     randomize_gates(gated, seed=1)
     other = torch.randint(0, 100, (3, 11))               # another batch and sequence length
     assert lumos.verify(gated, lumos.extract(gated), (other,)) < 1e-5

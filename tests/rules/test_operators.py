@@ -16,9 +16,9 @@ def _params(model):
 
 
 @pytest.mark.parametrize("make,inputs,hidden", [
-    (FNO1d, lambda b: (torch.randn(b, 3, 32),), ("lift", "spectral_0", "spectral_1")),
-    (DeepONet, lambda b: (torch.randn(b, 20), torch.randn(b, 2)), ("branch_2", "trunk_0")),
-    (AllocatingFNO1d, lambda b: (torch.randn(b, 3, 32),), ("lift", "spectral_0", "spectral_1")),
+    (FNO1d, lambda b: (torch.randn(b, 3, 32),), ("lift", "spectral.0", "spectral.1")),
+    (DeepONet, lambda b: (torch.randn(b, 20), torch.randn(b, 2)), ("branch.2", "trunk.0")),
+    (AllocatingFNO1d, lambda b: (torch.randn(b, 3, 32),), ("lift", "spectral.0", "spectral.1")),
 ])
 def test_operator_models_gate_their_hidden_widths(make, inputs, hidden):
     torch.manual_seed(0)

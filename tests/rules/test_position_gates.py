@@ -23,13 +23,13 @@ def _compiled():
 
 def test_flatten_boundary_gets_a_position_gate():
     gated = _compiled()
-    assert lumos.gates(gated)["fc_positions"].log_alpha.numel() == 24
+    assert lumos.gates(gated)["fc:positions"].log_alpha.numel() == 24
 
 
 def test_closed_positions_of_kept_channels_become_an_index_select():
     gated = _compiled()
     with torch.no_grad():
-        lumos.gates(gated)["fc_positions"].log_alpha[[0, 5, 7]] = -6.0   # 0, 5: channel 0, 2
+        lumos.gates(gated)["fc:positions"].log_alpha[[0, 5, 7]] = -6.0   # 0, 5: channel 0, 2
         lumos.gates(gated)["conv"].log_alpha[1] = -6.0                   # 7 is in channel 1
     pruned = lumos.extract(gated)
     assert pruned.conv.weight.shape[0] == 2
@@ -44,7 +44,7 @@ def test_expected_cost_counts_a_column_once_for_both_gates():
     with torch.no_grad():
         for gate in lumos.gates(gated).values():
             gate.log_alpha.fill_(8.0)
-        lumos.gates(gated)["fc_positions"].log_alpha[[0, 5]] = -8.0
+        lumos.gates(gated)["fc:positions"].log_alpha[[0, 5]] = -8.0
         lumos.gates(gated)["conv"].log_alpha[0] = -8.0     # closes positions 0, 3, 6, ...
     params, _ = cost.deterministic(gated)
     pruned = lumos.extract(gated)

@@ -74,9 +74,15 @@ class MergeAndSplit(nn.Module):
         return self.out(self.conv(x).reshape(-1, 3, 8).transpose(1, 2)).sum((1, 2))
 
 
-def test_a_reshape_that_merges_and_splits_a_channel_dim_pins_it():
-    groups, _ = _groups(MergeAndSplit(), torch.randn(3, 2, 2, 2))
-    assert "merges and splits" in groups["conv"].pinned
+def test_a_reshape_that_merges_and_splits_a_channel_dim_prunes_blocks():
+    """``(6, 2, 2) -> (3, 8)``: row r holds channels 2r and 2r+1, so they go together."""
+    groups, gated = _groups(MergeAndSplit(), torch.randn(3, 2, 2, 2))
+    assert groups["conv"].pinned is None and groups["conv"].total == 3
+    with torch.no_grad():
+        lumos.gates(gated)["conv"].log_alpha[1] = -6.0
+    pruned = lumos.extract(gated)
+    assert pruned.conv.weight.shape[0] == 4
+    assert lumos.verify(gated, pruned, (torch.randn(5, 2, 2, 2),)) < 1e-6
 
 
 class Chunked(nn.Module):

@@ -1,5 +1,6 @@
 """Command line: ``python -m benchmarks WORKLOAD|all [--quick] [--device cpu|cuda] [--budget F]
-[--out DIR]`` (also ``lumos-fx bench ...`` through :func:`main`).
+[--out DIR]`` (also ``lumos-fx bench ...`` through :func:`main`); ``python -m benchmarks
+latency [WORKLOAD ...]`` writes the latency table (see :mod:`benchmarks.latency`).
 
 Writes ``<out>/<workload>.json``, ``<out>/SUMMARY.md`` and PNG plots (when matplotlib is
 installed). A workload whose optional dependency is missing is skipped with a message; one that
@@ -25,8 +26,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Run lumos_fx on offline proxies of the paper's SciML workloads; writes "
                     "<out>/<workload>.json, SUMMARY.md and PNG plots.")
     p.add_argument("workloads", nargs="+", metavar="WORKLOAD",
-                   help=f"one or more of {', '.join(ALL)}, 'all', or p1/p2/p3 "
-                        f"(p1 = {', '.join(PRIORITY[1])})")
+                   help=f"one or more of {', '.join(ALL)}, 'all', or p1-p4 "
+                        f"(p1 = {', '.join(PRIORITY[1])}; p4 = {', '.join(PRIORITY[4])})")
     p.add_argument("--quick", action="store_true",
                    help="tiny data, 1-3 epochs: a smoke run of every stage")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
@@ -50,12 +51,12 @@ def _names(args) -> list[str]:
         w = w.lower().replace("-", "_")
         if w == "all":
             names += list(ALL)
-        elif w in ("p1", "p2", "p3"):
+        elif w in ("p1", "p2", "p3", "p4"):
             names += PRIORITY[int(w[1])]
         elif w in ALL:
             names.append(w)
         else:
-            raise SystemExit(f"unknown workload {w!r}; choose from {', '.join(ALL)}, all, p1-p3")
+            raise SystemExit(f"unknown workload {w!r}; choose from {', '.join(ALL)}, all, p1-p4")
     return list(dict.fromkeys(names))
 
 
@@ -145,6 +146,10 @@ def _line(rec: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["latency"]:        # the latency table has its own options
+        from .latency import main as latency_main
+        return latency_main(argv[1:])
     args = _parser().parse_args(argv)
     names = _names(args.workloads)
     import torch

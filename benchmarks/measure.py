@@ -20,6 +20,8 @@ from torch.utils._pytree import tree_leaves
 
 from lumos_fx.report import count_flops, count_params
 
+from .workloads.base import as_args
+
 __all__ = ["count_flops", "count_params", "latency", "throughput", "peak_memory",
            "train_step_ms", "environment"]
 
@@ -34,14 +36,14 @@ def _time_calls(model: nn.Module, x: torch.Tensor, device: str, min_seconds: flo
                 max_reps: int, min_reps: int = 5, warmup: int = 3) -> list[float]:
     model.eval()
     for _ in range(warmup):
-        model(x)
+        model(*as_args(x))
     _sync(device)
     times = []
     start = time.perf_counter()
     while len(times) < max_reps and (time.perf_counter() - start < min_seconds
                                      or len(times) < min_reps):
         t0 = time.perf_counter()
-        model(x)
+        model(*as_args(x))
         _sync(device)
         times.append(time.perf_counter() - t0)
     return times
@@ -107,14 +109,14 @@ def peak_memory(model: nn.Module, xb: torch.Tensor, device: str = "cpu") -> dict
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-        model(xb)
+        model(*as_args(xb))
         torch.cuda.synchronize()
         activations = torch.cuda.max_memory_allocated() - base
         return {"weights_bytes": static, "activation_peak_bytes": int(activations),
                 "peak_bytes": int(static + activations), "method": "torch.cuda.max_memory_allocated"}
     tracker = _LiveBytes()
     with tracker:
-        out = model(xb)
+        out = model(*as_args(xb))
     del out
     return {"weights_bytes": static, "activation_peak_bytes": int(tracker.peak),
             "peak_bytes": int(static + tracker.peak), "method": "dispatch-mode live storages"}
@@ -136,7 +138,7 @@ def train_step_ms(models: dict, xb: torch.Tensor, yb: torch.Tensor, lossf, steps
         for name, (model, penalty) in models.items():
             _sync(device)
             t0 = time.perf_counter()
-            loss = lossf(model(xb), yb)
+            loss = lossf(model(*as_args(xb)), yb)
             if penalty is not None:
                 loss = loss + penalty()
             opts[name].zero_grad(set_to_none=True)

@@ -26,7 +26,7 @@ from torch import nn
 
 from .measure import count_flops, count_params
 from .train import evaluate, fit
-from .workloads.base import Data, Spec
+from .workloads.base import Data, Spec, as_args
 
 PEERS = ("l1", "bn_slimming", "depgraph")
 
@@ -42,37 +42,50 @@ def _output_layers(model: nn.Module, x: torch.Tensor) -> list[nn.Module]:
     hooks = [m.register_forward_hook(lambda m, i, o: order.append(m)) for m in model.modules()
              if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))]
     with torch.no_grad():
-        model.eval()(x)
+        model.eval()(*x)
     for h in hooks:
         h.remove()
     return order[-1:]
 
 
-def _make_pruner(method: str, model: nn.Module, x: torch.Tensor, ratio: float, ignored=None):
+def _make_pruner(method: str, model: nn.Module, x: tuple, ratio: float, options=None):
+    """A Torch-Pruning pruner; ``options(model)`` gives the extra arguments a user would have to
+    write for this model (``ignored_layers``, ``unwrapped_parameters``)."""
     tp = _tp()
-    extra = list(ignored(model)) if ignored is not None else []
-    common = dict(pruning_ratio=ratio, ignored_layers=_output_layers(model, x) + extra)
+    extra = dict(options(model)) if options is not None else {}
+    after_step = extra.pop("after_step", None)
+    common = dict(pruning_ratio=ratio, **extra)
+    common["ignored_layers"] = _output_layers(model, x) + list(extra.get("ignored_layers", []))
     if method == "l1":
         imp = tp.importance.GroupMagnitudeImportance(p=1, group_reduction="first", normalizer=None)
-        return tp.pruner.MetaPruner(model, x, importance=imp, **common)
-    if method == "bn_slimming":
-        return tp.pruner.BNScalePruner(model, x, importance=tp.importance.BNScaleImportance(),
-                                       reg=1e-4, **common)
-    if method == "depgraph":
-        return tp.pruner.GroupNormPruner(model, x, importance=tp.importance.GroupMagnitudeImportance(p=2),
-                                         reg=5e-4, **common)
-    raise ValueError(method)
+        pruner = tp.pruner.MetaPruner(model, x, importance=imp, **common)
+    elif method == "bn_slimming":
+        pruner = tp.pruner.BNScalePruner(model, x, importance=tp.importance.BNScaleImportance(),
+                                         reg=1e-4, **common)
+    elif method == "depgraph":
+        pruner = tp.pruner.GroupNormPruner(
+            model, x, importance=tp.importance.GroupMagnitudeImportance(p=2), reg=5e-4, **common)
+    else:
+        raise ValueError(method)
+    return pruner, (lambda: after_step(model, pruner)) if after_step else (lambda: None)
 
 
-def prune_to(method: str, model: nn.Module, x: torch.Tensor, target_params: int,
-             iters: int = 10, ignored=None) -> tuple[nn.Module, float]:
+def _prune(method: str, model: nn.Module, x: tuple, ratio: float, options=None):
+    """Prune ``model`` in place at ``ratio`` (and apply the user's after-pruning patch)."""
+    pruner, after = _make_pruner(method, model, x, ratio, options)
+    pruner.step()
+    after()
+
+
+def prune_to(method: str, model: nn.Module, x: tuple, target_params: int,
+             iters: int = 10, options=None) -> tuple[nn.Module, float]:
     """A pruned copy of ``model`` with at most ``target_params`` (closest from below)."""
     lo, hi = 0.0, 0.995
     best = None
     for _ in range(iters):
         mid = 0.5 * (lo + hi)
         trial = copy.deepcopy(model)
-        _make_pruner(method, trial, x, mid, ignored).step()
+        _prune(method, trial, x, mid, options)
         n = count_params(trial)
         if n <= target_params:
             best, hi = (trial, mid), mid
@@ -80,29 +93,29 @@ def prune_to(method: str, model: nn.Module, x: torch.Tensor, target_params: int,
             lo = mid
     if best is None:  # cannot reach the target: take the most aggressive ratio
         trial = copy.deepcopy(model)
-        _make_pruner(method, trial, x, hi, ignored).step()
+        _prune(method, trial, x, hi, options)
         best = (trial, hi)
     return best
 
 
 def run_peer(method: str, spec: Spec, baseline: nn.Module, data: Data, target_params: int,
              ft_epochs: float, post_epochs: float, device: str, seed: int, progress=None,
-             ignored=None, iters: int = 10) -> dict:
+             options=None, iters: int = 10) -> dict:
     if importlib.util.find_spec("torch_pruning") is None:
         return {"skipped": "torch-pruning is not installed (pip install 'lumos-fx[bench]')"}
     if method == "bn_slimming" and not any(isinstance(m, nn.modules.batchnorm._BatchNorm)
                                            for m in baseline.modules()):
         return {"skipped": "no BatchNorm layers: network slimming does not apply"}
-    x = data.x_train[:8].float().to(device)
+    x = as_args(data.x_train[:8].to(device, torch.float32))
     model = copy.deepcopy(baseline).to(device)
     start = time.perf_counter()
     sparse, notes = {}, []
     if method == "l1":
-        pruned, ratio = prune_to(method, model, x, target_params, iters, ignored)
+        pruned, ratio = prune_to(method, model, x, target_params, iters, options)
         tune = fit(spec, pruned, data, ft_epochs + post_epochs, device=device, seed=seed,
                    progress=progress, desc=f"{method} ft")
     else:
-        trainer = _make_pruner(method, model, x, 0.5, ignored)
+        trainer, _ = _make_pruner(method, model, x, 0.5, options)
         try:
             sparse = fit(spec, model, data, ft_epochs, device=device, seed=seed,
                          progress=progress, after_backward=lambda m: trainer.regularize(m),
@@ -115,12 +128,12 @@ def run_peer(method: str, spec: Spec, baseline: nn.Module, data: Data, target_pa
             model = copy.deepcopy(baseline).to(device)
             sparse = fit(spec, model, data, ft_epochs, device=device, seed=seed,
                          progress=progress, desc=f"{method} ft(no reg)")
-        pruned, ratio = prune_to(method, model, x, target_params, iters, ignored)
+        pruned, ratio = prune_to(method, model, x, target_params, iters, options)
         tune = fit(spec, pruned, data, post_epochs, device=device, seed=seed + 1,
                    progress=progress, desc=f"{method} ft")
     result = {
         "pruning_ratio": ratio, "params": count_params(pruned),
-        "flops": count_flops(pruned, (data.x_test[:1].to(device),)),
+        "flops": count_flops(pruned, as_args(data.x_test[:1].to(device, torch.float32))),
         "metrics": evaluate(spec, pruned, data, device=device),
         "train_seconds": time.perf_counter() - start,
         "sparse_train_seconds": sparse.get("seconds", 0.0), "finetune_seconds": tune["seconds"],

@@ -28,7 +28,7 @@ import lumos_fx as lumos
 from . import features, measure, peers
 from .train import (HAS_BUDGET, compile_gated, evaluate, fit, loss_fn, relative_change,
                     steps_per_epoch)
-from .workloads.base import Data, Spec
+from .workloads.base import Data, Spec, as_args
 
 POST_FRACTION, FT_FRACTION, FT_LR = 0.2, 0.5, 0.5
 
@@ -82,8 +82,8 @@ def _lumos_run(name, spec, data, start_model, epochs, post, budget, device, seed
                                 "achieved_by_training": trained.achieved}
     except Exception:  # status is informative only
         pass
-    x_check = data.x_test[:64].to(device)
-    out["exactness_rel_error"] = lumos.verify(gated, pruned, (x_check,), rtol=1e-3)
+    x_check = as_args(data.x_test[:64].to(device, torch.float32))
+    out["exactness_rel_error"] = lumos.verify(gated, pruned, x_check, rtol=1e-3)
     out["kept_inputs"] = {k: [int(i) for i in v] for k, v in pruned.lumos_kept_inputs.items()}
     out["extracted_metrics"] = evaluate(spec, pruned, data, device=device)
     tune = fit(spec, pruned, data, post, lr=spec.lr * FT_LR, device=device, seed=seed + 1,
@@ -93,7 +93,7 @@ def _lumos_run(name, spec, data, start_model, epochs, post, budget, device, seed
     out["metrics"] = evaluate(spec, pruned, data, device=device)
     out["metric"] = out["metrics"][spec.metric]
     out["params"] = measure.count_params(pruned)
-    out["flops"] = measure.count_flops(pruned, (data.x_test[:1].to(device),))
+    out["flops"] = measure.count_flops(pruned, as_args(data.x_test[:1].to(device, torch.float32)))
     out["gated_model"] = gated
     out["model"] = pruned
     return out
@@ -176,7 +176,7 @@ def run(module, *, quick: bool, device: str = "cpu", budget: float | None = None
         b_train = fit(spec, baseline, data, epochs, device=device, seed=seed, progress=bar,
                       desc="baseline")
         b_metrics = evaluate(spec, baseline, data, device=device)
-        x1 = (data.x_test[:1].to(device),)
+        x1 = as_args(data.x_test[:1].to(device, torch.float32))
         rec["baseline"] = {"metric": b_metrics[spec.metric], "metrics": b_metrics,
                            "params": measure.count_params(baseline),
                            "flops": measure.count_flops(baseline, x1),
@@ -207,10 +207,11 @@ def run(module, *, quick: bool, device: str = "cpu", budget: float | None = None
                 try:
                     r = peers.run_peer(method, spec, baseline.cpu(), data, s2["params"], ft, post,
                                        device, seed + 30, progress=bar,
-                                       ignored=getattr(module, "peer_ignored", None),
+                                       options=getattr(module, "peer_options", None),
                                        iters=6 if quick else 10)
                 except Exception as exc:
-                    r = {"error": f"{type(exc).__name__}: {exc}",
+                    first_line = str(exc).splitlines()[0] if str(exc) else ""
+                    r = {"error": f"{type(exc).__name__}: {first_line[:300]}",
                          "traceback": traceback.format_exc(limit=6)}
                 if "model" in r:
                     peer_models[method] = r.pop("model")
@@ -239,16 +240,37 @@ def run(module, *, quick: bool, device: str = "cpu", budget: float | None = None
     return rec
 
 
+def _flat_features(data: Data) -> tuple[list[str], list[int] | None, dict[str, int]]:
+    """Names and irrelevant indices of every gated input feature in one list.
+
+    A model with several gated inputs (node and edge features of a graph) names them per input;
+    they are listed input after input as ``input:feature``, with each input's offset.
+    """
+    names, irrelevant = data.feature_names, data.irrelevant
+    if not isinstance(names, dict):
+        return names, irrelevant, {}
+    flat, flat_irrelevant, offsets = [], [], {}
+    for inp, feats in names.items():
+        offsets[inp] = len(flat)
+        flat += [f"{inp}:{f}" for f in feats]
+        flat_irrelevant += [offsets[inp] + i for i in (irrelevant or {}).get(inp, [])]
+    return flat, flat_irrelevant if irrelevant is not None else None, offsets
+
+
 def _features(spec: Spec, data: Data, runs: dict) -> dict:
     if not spec.gate_inputs or data.feature_names is None:
         return {"skipped": "input features not gated for this workload"}
-    out = {"names": data.feature_names, "irrelevant": data.irrelevant,
-           "outputs": data.output_names}
+    names, irrelevant, offsets = _flat_features(data)
+    out = {"names": names, "irrelevant": irrelevant, "outputs": data.output_names}
     if data.raw_x is not None and data.raw_y is not None:
         out["pearson_abs"] = features.pearson_abs(data.raw_x, data.raw_y).round(4).tolist()
     for name, r in runs.items():
         kept = r.get("kept_inputs")
-        if kept:
+        if not kept:
+            continue
+        if offsets:
+            idx = [offsets[inp] + i for inp, ids in kept.items() if inp in offsets for i in ids]
+        else:
             (idx,) = list(kept.values())[:1]
-            out[name] = features.selection_scores(idx, len(data.feature_names), data.irrelevant)
+        out[name] = features.selection_scores(idx, len(names), irrelevant)
     return out

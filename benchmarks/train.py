@@ -18,7 +18,7 @@ from torch import nn
 
 import lumos_fx as lumos
 
-from .workloads.base import Data, Spec
+from .workloads.base import Data, Spec, as_args
 
 HAS_BUDGET = hasattr(lumos, "Budget")
 HAS_PARAM_GROUPS = hasattr(lumos, "param_groups")
@@ -35,15 +35,32 @@ def loss_fn(spec: Spec) -> Callable:
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, batch: int = 1024, device: str = "cpu"):
     model.eval()
-    outs = [model(x[i:i + batch].to(device, torch.float32)).float().cpu()
+    outs = [model(*as_args(x[i:i + batch].to(device, torch.float32))).float().cpu()
             for i in range(0, len(x), batch)]
     return torch.cat(outs)
+
+
+def roc_auc(score: torch.Tensor, positive: torch.Tensor) -> float:
+    """Area under the ROC curve (Mann-Whitney U, tied scores share their mean rank)."""
+    score, positive = score.double().flatten(), positive.bool().flatten()
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    values, inverse = torch.unique(score, return_inverse=True)
+    ranks = torch.empty_like(score)
+    ranks[score.argsort()] = torch.arange(1, len(score) + 1, dtype=torch.float64)
+    mean_rank = torch.zeros(len(values), dtype=torch.float64).index_add_(0, inverse, ranks)
+    mean_rank /= torch.bincount(inverse, minlength=len(values)).double()
+    return float((mean_rank[inverse][positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def metrics(spec: Spec, pred: torch.Tensor, y: torch.Tensor) -> dict:
     """Every metric of the task (the headline one is ``spec.metric``)."""
     if spec.task == "classification":
-        return {"acc": float((pred.argmax(1) == y).float().mean())}
+        out = {"acc": float((pred.argmax(1) == y).float().mean())}
+        if pred.shape[1] == 2:     # binary: ROC-AUC of the positive class's logit margin
+            out["rocauc"] = roc_auc(pred[:, 1] - pred[:, 0], y == 1)
+        return out
     if spec.task == "segmentation":
         prob = torch.sigmoid(pred)
         hard = prob > 0.5
@@ -115,7 +132,7 @@ def compile_gated(spec: Spec, model: nn.Module, data: Data, budget: float, steps
     exactness check runs where the model lives.
     """
     model = model.to(device)
-    example = (data.x_train[:8].float().to(device),)
+    example = as_args(data.x_train[:8].to(device, torch.float32))
     # gate_inputs=False: no input gate on any of the model's arguments (images whose few
     # channels are all needed; a closed one-channel input would make the model constant)
     arguments = inspect.signature(model.forward).parameters
@@ -176,7 +193,7 @@ def fit(spec: Spec, model: nn.Module, data: Data, epochs: float, *, lr: float | 
         for i in range(0, len(order) - spec.batch_size + 1, spec.batch_size):
             idx = order[i:i + spec.batch_size]
             xb, yb = data.x_train[idx].to(device, torch.float32), data.y_train[idx].to(device)
-            out = model(xb)
+            out = model(*as_args(xb))
             task = lossf(out, yb)
             loss = task + penalty() if gated else task
             opt.zero_grad(set_to_none=True)

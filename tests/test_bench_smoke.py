@@ -1,6 +1,7 @@
 """Smoke test of the benchmark runner: one tiny workload end to end in --quick mode.
 
-Checks that ``python -m benchmarks synthetic --quick`` writes a JSON record with every field the
+Checks that ``python -m benchmarks synthetic --quick`` (and ``ppa --quick``, the graph path:
+batches of PyG graphs, node and edge inputs) writes a JSON record with every field the
 summary relies on and a SUMMARY.md; never checks timings or accuracy. Peers are skipped when
 torch-pruning is missing, plots when matplotlib is.
 """
@@ -41,3 +42,21 @@ def test_quick_synthetic(tmp_path):
         for key in ("latency_b1_ms", "throughput_sps", "memory"):
             assert key in cpu[name]
     assert (tmp_path / "SUMMARY.md").read_text().startswith("# lumos_fx benchmarks")
+
+
+def test_quick_graph_workload(tmp_path):
+    from benchmarks.cli import main
+
+    rc = main(["ppa", "--quick", "--no-progress", "--threads", "1", "--out", str(tmp_path)])
+    assert rc == 0
+    rec = json.loads((tmp_path / "ppa.json").read_text())
+    for run in ("s1", "s2"):
+        lum = rec["lumos"][run]
+        assert "error" not in lum, lum.get("error")
+        assert lum["exactness_rel_error"] < 1e-3
+        assert set(lum["kept_inputs"]) == {"edge_attr"}
+        sel = rec["features"][run]
+        assert sel["n_features"] == 7 and sel["irrelevant"] == [3, 4, 5, 6]
+    assert rec["features"]["names"][0] == "edge_attr:string_0"
+    assert rec["speed"]["cpu"]["lumos_s2"]["throughput_sps"] > 0
+    assert rec["train_step"]["gated_ms"] > 0

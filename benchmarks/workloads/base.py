@@ -71,8 +71,13 @@ class Data:
     extra: dict = field(default_factory=dict)  # workload-specific test data (e.g. anomaly labels)
 
     @property
-    def n_features(self) -> int:
+    def n_features(self) -> int:  # tensor workloads; graph ones name their features per input
         return self.x_train.shape[1]
+
+
+def as_args(batch) -> tuple:
+    """The model's positional arguments for one batch: a tensor, or a tuple of them (graphs)."""
+    return tuple(batch) if isinstance(batch, tuple) else (batch,)
 
 
 def missing(requires: tuple[str, ...]) -> list[str]:

@@ -126,7 +126,7 @@ def model(d: Data) -> nn.Module:
     return AutoEncoder()
 
 
-def peer_ignored(model: nn.Module) -> list[nn.Module]:
+def peer_options(model: nn.Module) -> dict:
     """Torch-Pruning cannot follow ``view(-1, 8, 8, 8)`` after ``fc``: keep ``fc`` whole for peers
     (lumos pins the same group)."""
-    return [model.fc]
+    return {"ignored_layers": [model.fc]}

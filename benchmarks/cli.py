@@ -126,7 +126,21 @@ def run_one(name: str, args, out: Path) -> dict:
                      seed=args.seed, bar_factory=_bar_factory(args.no_progress),
                      skip_peers=args.no_peers)
     _feature_plot(out, rec, module.SPEC.title)
+    _html_report(out, rec, rec.pop("_gated_s2", None))
     return rec
+
+
+def _html_report(out: Path, rec: dict, gated):
+    """``<workload>_report.html``: lumos's report page for the S2 model (with its training)."""
+    if gated is None or not hasattr(gated, "lumos_state"):
+        return
+    import lumos_fx as lumos
+    try:
+        lumos.report(gated.eval()).to_html(out / f"{rec['workload']}_report.html")
+    except Exception as exc:  # the page is a by-product: record why it is missing
+        rec["report_error"] = f"{type(exc).__name__}: {exc}"
+        return
+    rec.setdefault("plots", []).append(f"{rec['workload']}_report.html")
 
 
 def _line(rec: dict) -> str:

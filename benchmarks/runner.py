@@ -237,6 +237,7 @@ def run(module, *, quick: bool, device: str = "cpu", budget: float | None = None
         if bar is not None:
             bar.close()
     rec["wall_seconds"] = time.perf_counter() - t0
+    rec["_gated_s2"] = runs["s2"].get("gated_model")   # for the HTML report; not in the JSON
     return rec
 
 

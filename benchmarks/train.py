@@ -140,6 +140,8 @@ def compile_gated(spec: Spec, model: nn.Module, data: Data, budget: float, steps
         "input_dims": {name: None for name in arguments}}
     if spec.gate_inputs and data.feature_names is None:
         kwargs = {}
+    if spec.gate_inputs and spec.feature_cost:
+        kwargs["feature_cost"] = spec.feature_cost
     warmup = max(int(0.4 * steps), 1)
     if HAS_BUDGET:
         gated = lumos.compile(model, example_inputs=example,
@@ -186,6 +188,9 @@ def fit(spec: Spec, model: nn.Module, data: Data, epochs: float, *, lr: float | 
     lossf = loss_fn(spec)
     g = torch.Generator().manual_seed(seed)
     model.train()
+    # the gated runs record how the kept fraction evolves, for the workload's HTML report
+    monitor = (lumos.TrainingMonitor(model, every=max(total // 100, 1), progress=False)
+               if gated and hasattr(lumos, "TrainingMonitor") else None)
     step, start = 0, time.perf_counter()
     last = {}
     while step < total:
@@ -207,6 +212,8 @@ def fit(spec: Spec, model: nn.Module, data: Data, epochs: float, *, lr: float | 
             opt.step()
             sched.step()
             step += 1
+            if monitor is not None:
+                monitor.step(loss=task)
             if progress is not None:
                 progress.update(1)
                 if step % 20 == 0:

@@ -27,6 +27,7 @@ from torch import nn
 from .budget import BudgetController, as_budget, budget_penalty
 from .cost import ExpectedCost
 from .errors import InputError
+from .feature_cost import check_feature_cost, feature_penalty
 from .gates import GateConfig, HardConcreteGate
 from .passes.build_groups import build_groups
 from .passes.insert_gates import insert_gates
@@ -73,7 +74,8 @@ def _feature_names(feature_names, plan) -> dict[str, list[str]]:
 
 def compile(model: nn.Module, example_inputs: Sequence[torch.Tensor] | None = None, *,
             lam: float = DEFAULT_LAMBDA, feature_names=None, input_dims: dict | None = None,
-            dynamic_shapes=None, gate_config: GateConfig | None = None, budget=None):
+            dynamic_shapes=None, gate_config: GateConfig | None = None, budget=None,
+            feature_cost: float = 0.0):
     """Return a gated copy of ``model`` (a :class:`~lumos_fx.gated_module.GatedModule`).
 
     Args:
@@ -93,6 +95,11 @@ def compile(model: nn.Module, example_inputs: Sequence[torch.Tensor] | None = No
         budget: a target size instead of ``lam``: a float is the fraction of the
             parameters kept, ``Budget(flops=0.25)`` a fraction of the FLOPs; the
             penalty then becomes a Lagrangian controller (see ``lumos_fx.budget``).
+        feature_cost: extra pressure on the input features, on top of ``lam`` or the
+            budget: ``penalty`` adds ``feature_cost`` times the expected fraction of
+            input features kept, so features are kept for what they are worth to the
+            loss, not for the size of the layer reading them (see
+            ``lumos_fx.feature_cost``; 0.0, the default, adds nothing).
     """
     if not isinstance(model, nn.Module):
         raise InputError(f"lumos.compile expects an nn.Module, got {type(model).__name__}")
@@ -111,6 +118,7 @@ def compile(model: nn.Module, example_inputs: Sequence[torch.Tensor] | None = No
         propagate_shapes(gm, example_inputs)
     input_dims = _check_input_dims(input_dims, graphs[False])
     plan = build_groups(graphs, input_dims)
+    feature_cost = check_feature_cost(feature_cost, plan)
     keys = insert_gates(graphs, plan, gate_config)
     captured = tuple(n.target for n in graphs[False].graph.nodes if n.op == "placeholder")
     gated = GatedModule(graphs, None, type(model).__name__, CallSignature(model, captured))
@@ -128,7 +136,7 @@ def compile(model: nn.Module, example_inputs: Sequence[torch.Tensor] | None = No
         example_inputs=tuple(x.detach().clone() if isinstance(x, torch.Tensor) else x
                              for x in example_inputs),
         feature_names=_feature_names(feature_names, plan),
-        model_name=type(model).__name__)
+        model_name=type(model).__name__, feature_cost=feature_cost)
     _check_eval_identity(work, gated, example_inputs)
     check_prunable(gated, plan, budget)
     gated.train(model.training)
@@ -153,14 +161,16 @@ def expected_cost(gated: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
 def penalty(gated: nn.Module) -> torch.Tensor:
     """``lam * E[params of the extracted model] / params of the original`` (paper Eq. 6).
 
-    With a budget, the controller's penalty instead (see ``lumos_fx.budget``).
+    With a budget, the controller's penalty instead (see ``lumos_fx.budget``); either
+    way plus ``feature_cost`` times the expected fraction of input features kept when
+    the model was compiled with one (see ``lumos_fx.feature_cost``).
     """
     state = state_of(gated)
     module = unwrap(gated)
     if hasattr(module, "lumos_budget"):
-        return budget_penalty(module)
+        return budget_penalty(module) + feature_penalty(module)
     params, _ = module.lumos_cost.expected(module)
-    return state.lam * params / module.lumos_cost.total_params
+    return state.lam * params / module.lumos_cost.total_params + feature_penalty(module)
 
 
 def extract(gated: nn.Module, *, inputs: str = "full", round_to: int = 1,

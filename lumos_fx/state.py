@@ -33,6 +33,8 @@ class LumosState:
     example_inputs: tuple
     feature_names: dict[str, list[str]] = field(default_factory=dict)
     model_name: str = "model"
+    #: weight of the pressure on input features (see :mod:`lumos_fx.feature_cost`)
+    feature_cost: float = 0.0
     #: what a :class:`~lumos_fx.monitor.TrainingMonitor` recorded, one dict per record
     history: list[dict] = field(default_factory=list)
 

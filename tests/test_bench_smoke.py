@@ -59,4 +59,6 @@ def test_quick_graph_workload(tmp_path):
         assert sel["n_features"] == 7 and sel["irrelevant"] == [3, 4, 5, 6]
     assert rec["features"]["names"][0] == "edge_attr:string_0"
     assert rec["speed"]["cpu"]["lumos_s2"]["throughput_sps"] > 0
+    page = (tmp_path / "ppa_report.html").read_text()
+    assert "edge_attr" in page and "<svg" in page
     assert rec["train_step"]["gated_ms"] > 0

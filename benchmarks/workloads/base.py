@@ -46,6 +46,7 @@ class Spec:
     quick_gate_lr: float = 1.0        # --quick has few steps: gates must move fast to close
     weight_decay: float = 0.0
     gate_inputs: bool = True          # gate the model's input features (dim 1)
+    feature_cost: float = 0.0         # lumos.compile(feature_cost=): pressure on input features
     bench_batch: int = 4096           # "large batch" for throughput
     paper_model: str = ""
 

@@ -25,7 +25,7 @@ from .base import Data, Spec, cached, split
 
 SPEC = Spec(name="molhiv", title="Molhiv", proxy="rdkit NCI + WEHI molecules, OGB featurisation, "
             "PAINS-alert label", task="classification", metric="rocauc", epochs=20,
-            batch_size=64, lr=2e-3, budget=0.2, paper_model="GIN", bench_batch=256,
+            batch_size=64, lr=2e-3, budget=0.2, feature_cost=0.05, paper_model="GIN", bench_batch=256,
             quick_epochs=2, requires=("rdkit", "ogb"))
 
 ATOM_NAMES = ["atomic_num", "chirality", "degree", "formal_charge", "num_Hs", "radical_e",

@@ -21,7 +21,7 @@ from .base import Data, Spec, cached, split
 
 SPEC = Spec(name="ppa", title="PPA", proxy="SBM graphs with 7 STRING-like edge features "
             "(3 informative, 4 noise), constant node input", task="classification",
-            metric="acc", epochs=30, batch_size=64, lr=3e-3, budget=0.2, paper_model="GCN",
+            metric="acc", epochs=30, batch_size=64, lr=3e-3, budget=0.2, feature_cost=0.05, paper_model="GCN",
             bench_batch=256, quick_epochs=2)
 
 CLASSES, EDGE_FEATURES, INFORMATIVE = 6, 7, 3

@@ -135,8 +135,9 @@ def _factory_size(node: fx.Node, decisions) -> None:
 
 def _layer_norm(node: fx.Node, decisions) -> None:
     """``layer_norm``/``rms_norm`` over the last dim after channels closed: the statistics
-    of the full width, from the kept channels (closed ones were exactly zero):
-    ``mean = sum / C``, ``var = (sum((x - mean)^2) + closed * mean^2) / C``."""
+    of the full width, from the kept channels (closed ones were exactly zero). The kept
+    channels are padded back with zeros to the full width, normalised by the fused op and
+    narrowed again; the affine weight and bias (already sliced) apply after the narrow."""
     labels = node.meta["lumos"]["layer_norm"]["labels"]
     width, kept = len(labels), len(decisions.kept(labels))
     if kept == width:
@@ -146,23 +147,17 @@ def _layer_norm(node: fx.Node, decisions) -> None:
     weight = node.args[2] if len(node.args) > 2 else node.kwargs.get("weight")
     bias = None if rms else (node.args[3] if len(node.args) > 3 else node.kwargs.get("bias"))
     eps = node.args[3 if rms else 4] if len(node.args) > (3 if rms else 4) else None
-    if eps is None:
-        eps = torch.finfo(node.meta["tensor_meta"].dtype).eps if rms else 1e-5
 
     def op(target, *args):
         return graph.call_function(target, args)
     with graph.inserting_before(node):
+        padded = op(aten.constant_pad_nd.default, x, [0, width - kept], 0.0)
         if rms:
-            square = op(aten.sum.dim_IntList, op(aten.mul.Tensor, x, x), [-1], True)
-            y = op(aten.mul.Tensor, x, op(aten.rsqrt.default,
-                                          op(aten.add.Tensor, op(aten.div.Tensor, square, width), eps)))
+            normed = op(aten.rms_norm.default, padded, [width], None, eps)
         else:
-            mean = op(aten.div.Tensor, op(aten.sum.dim_IntList, x, [-1], True), width)
-            centred = op(aten.sub.Tensor, x, mean)
-            square = op(aten.sum.dim_IntList, op(aten.mul.Tensor, centred, centred), [-1], True)
-            missing = op(aten.mul.Tensor, op(aten.mul.Tensor, mean, mean), width - kept)
-            var = op(aten.div.Tensor, op(aten.add.Tensor, square, missing), width)
-            y = op(aten.mul.Tensor, centred, op(aten.rsqrt.default, op(aten.add.Tensor, var, eps)))
+            normed = op(aten.layer_norm.default, padded, [width], None, None,
+                        1e-5 if eps is None else eps)
+        y = op(aten.narrow.default, normed, -1, 0, kept)
         if weight is not None:
             y = op(aten.mul.Tensor, y, weight)
         if bias is not None:

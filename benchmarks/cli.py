@@ -131,12 +131,15 @@ def run_one(name: str, args, out: Path) -> dict:
 
 
 def _html_report(out: Path, rec: dict, gated):
-    """``<workload>_report.html``: lumos's report page for the S2 model (with its training)."""
+    """``<workload>_report.html`` and ``.json``: lumos's report of the S2 model (with its
+    training history): every group's kept width (heads per layer, FFN, stream), features."""
     if gated is None or not hasattr(gated, "lumos_state"):
         return
     import lumos_fx as lumos
     try:
-        lumos.report(gated.eval()).to_html(out / f"{rec['workload']}_report.html")
+        report = lumos.report(gated.eval())
+        report.to_html(out / f"{rec['workload']}_report.html")
+        report.to_json(out / f"{rec['workload']}_report.json")     # widths per group, as data
     except Exception as exc:  # the page is a by-product: record why it is missing
         rec["report_error"] = f"{type(exc).__name__}: {exc}"
         return

@@ -138,6 +138,8 @@ def run_peer(method: str, spec: Spec, baseline: nn.Module, data: Data, target_pa
         "train_seconds": time.perf_counter() - start,
         "sparse_train_seconds": sparse.get("seconds", 0.0), "finetune_seconds": tune["seconds"],
         "reached_target": count_params(pruned) <= target_params, "notes": notes,
+        # what a user had to write for Torch-Pruning on this model (lumos needs none of it)
+        "user_options": sorted(options(copy.deepcopy(baseline)).keys()) if options else [],
     }
     result["metric"] = result["metrics"][spec.metric]
     result["model"] = pruned

@@ -108,7 +108,8 @@ def _peer_cells(rec: dict) -> tuple[list[str], str | None]:
     entries = [("lumos", s2)] + [(k, rec.get("peers", {}).get(k, {})) for k in PEER_TITLES]
     for name, r in entries:
         if "metric" in r:
-            short = "" if r.get("reached_target", True) else " †"
+            short = ("" if r.get("reached_target", True) else " †") + (
+                " ‡" if r.get("user_options") else "")
             cells.append(f"{100 * r['param_reduction']:.1f}% / {_fmt(r['metric'], m)}{short}")
             better = best is None or (r["metric"] > best if rec["higher_is_better"]
                                       else r["metric"] < best)
@@ -188,7 +189,7 @@ def write(out: Path, recs: list[dict] | None = None) -> Path:
                   f"lumos best or tied-best on {wins} of {total} workloads with peers. "
                   "† = the peer could not reach lumos's size (e.g. BN-scale pruning cannot touch "
                   "layers without a BatchNorm, such as the FC layers that hold DMS's parameters); "
-                  "n/a = no BatchNorm in the model.", ""]
+                  "n/a = no BatchNorm in the model; ‡ = Torch-Pruning needed hand-written, model-specific arguments (the `user_options` of the record: e.g. `num_heads` per q/k/v projection and a patch of the attention's `num_heads`/`head_dim` attributes after pruning), lumos none.", ""]
     rows = []
     for rec in recs:
         f = rec.get("features", {})

@@ -44,6 +44,7 @@ from ..state import state_of, unwrap
 from .codegen import rewrite_literals
 from .decisions import Decisions
 from .eager import lower_for_eager
+from .sym_sizes import emit, input_symbols, parse
 
 aten = torch.ops.aten
 
@@ -183,25 +184,27 @@ def _drop_table(gm, node) -> None:
 
 
 def _symbolic_sources(gm, node) -> list | None:
-    """For each dim of ``node``'s output: ``(model input, dim)`` with the same symbolic
-    size (a dynamic batch or sequence length; recorded at capture), or None for a
-    static size; None when a dynamic size matches no input dim."""
-    inputs = {}
-    for placeholder in (n for n in gm.graph.nodes if n.op == "placeholder"):
-        for d, expr in sorted(placeholder.meta.get("lumos", {}).get("symbolic", {}).items()):
-            inputs.setdefault(expr, (placeholder, d))
+    """For each dim of ``node``'s output: its dynamic size as a polynomial in the model
+    inputs' dynamic sizes (batch, sequence length; their products such as the ``(N*B,
+    C)`` rows of ``nn.MultiheadAttention``, or ``N + 1`` after a class token; recorded
+    at capture), or None for a static size; None when a dynamic size is no such
+    polynomial."""
+    symbols = input_symbols(gm.graph)
     symbolic = node.meta.get("lumos", {}).get("symbolic", {})
-    sources = [inputs.get(symbolic[d], False) if d in symbolic else None
+    sources = [parse(symbolic[d], symbols) if d in symbolic else None
                for d in range(len(node.meta["tensor_meta"].shape))]
-    return None if any(src is False for src in sources) else sources
+    if any(d in symbolic and src is None for d, src in enumerate(sources)):
+        return None
+    return sources
 
 
 def _remove_silent_branches(gm, silent: dict[str, list[int]]) -> None:
     """A layer whose whole input is closed outputs a constant (its bias): replace
-    it by that constant broadcast to the dynamic sizes (batch, sequence) it shares
-    with the model inputs, so dead-code elimination drops the branch feeding it
-    (residual-aware layer removal, paper VII.C). When a dynamic size is no input's,
-    the layer stays (still exact)."""
+    it by that constant broadcast to the dynamic sizes (batch, sequence) it computes
+    from the model inputs' sizes, so dead-code elimination drops the branch feeding
+    it (residual-aware layer removal, paper VII.C). When a dynamic size cannot be
+    computed from the inputs' sizes, the layer stays (still exact)."""
+    symbols = input_symbols(gm.graph)
     for node in list(gm.graph.nodes):
         if node.name not in silent:
             continue
@@ -210,8 +213,8 @@ def _remove_silent_branches(gm, silent: dict[str, list[int]]) -> None:
             continue
         sources = _symbolic_sources(gm, node)
         if sources is None:
-            continue        # a dynamic size no model input has: the branch stays
-        shape = [1 if src else size for src, size in zip(sources, silent[node.name])]
+            continue        # a dynamic size not computable from the inputs: the branch stays
+        shape = [1 if src is not None else size for src, size in zip(sources, silent[node.name])]
         constant = _constant_of(gm, node, shape)
         if constant is None:
             continue
@@ -220,7 +223,7 @@ def _remove_silent_branches(gm, silent: dict[str, list[int]]) -> None:
         graph = gm.graph
         with graph.inserting_before(node):
             value = graph.get_attr(buffer)
-            sizes = [graph.call_function(aten.sym_size.int, src) if src else -1 for src in sources]
+            sizes = [emit(graph, src, symbols) if src is not None else -1 for src in sources]
             expanded = graph.call_function(aten.expand.default, (value, sizes))
         node.replace_all_uses_with(expanded)
         graph.erase_node(node)

@@ -15,8 +15,12 @@ one channel; every kept key/value head keeps all of its query heads and the
 ratio ``n`` stays. (With ``repeat_interleave``/``expand`` written out, the copies
 already carry the key/value head's label and the head counts are equal here.)
 
-A mask broadcast over heads is fine; pruning inside a head (``head_dim``) or
-across tokens pins. The fused fast paths of ``nn.MultiheadAttention`` and
+An operand whose heads dim carries no labels but whose ``head_dim`` does (one
+head: ``view(B, N, 1, D)`` factors onto ``D``; or the copies of a single
+key/value head) is one head: its ``head_dim`` channels are unified into one
+channel that labels every head, so the head lives or dies whole and the scale
+stays. A mask broadcast over heads is fine; pruning inside a head (``head_dim``)
+or across tokens pins. The fused fast paths of ``nn.MultiheadAttention`` and
 ``nn.TransformerEncoderLayer`` (taken only without gradients, never by
 ``torch.export`` training capture) pin with their name.
 
@@ -43,7 +47,8 @@ def attention(ctx, node):
     rank = len(ctx.shape(q))
     heads_dim = rank - 3
     operands = [q, k, v]
-    labels = [ctx.of(t) or {} for t in operands]
+    labels = [_as_one_head(ctx, node, ctx.of(t) or {}, ctx.shape(t), heads_dim)
+              for t in operands]
     for lab in labels:
         for d, atoms in lab.items():
             if d != heads_dim:
@@ -79,6 +84,16 @@ def attention(ctx, node):
                 ctx.unify(_query_heads(present[0], counts[0]), mask_heads,
                           f"{node.name}: per-head mask")
     return {heads_dim: _query_heads(present[0], counts[0])}
+
+
+def _as_one_head(ctx, node, labels: dict, shape, heads_dim: int) -> dict:
+    """Labels only on ``head_dim`` (all removable): one channel for the whole tensor,
+    on its heads dim (every head of it lives or dies with it)."""
+    inner = labels.get(heads_dim + 2)
+    if heads_dim < 0 or set(labels) != {heads_dim + 2} or (inner < 0).any():
+        return labels
+    ctx.unify(inner[:1].repeat(len(inner) - 1), inner[1:], f"{node.name}: a single head")
+    return {heads_dim: inner[:1].repeat(shape[heads_dim])}
 
 
 def _query_heads(kv_heads, count: int):

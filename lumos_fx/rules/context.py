@@ -139,9 +139,11 @@ class RuleContext:
 
     def param_behind(self, value: Any, dim: int, size: int) -> str | None:
         """The parameter a tensor is, directly or through ``expand``/``clone``/casts that
-        keep its dims in place (a class token ``cls.expand(B, -1, -1)``), if its ``dim``
+        keep its dims in place (a class token ``cls.expand(B, -1, -1)``) or slices along
+        other dims (a position table cut to the sequence, ``pos[:, :n]``), if its ``dim``
         has ``size`` entries; else None."""
-        while is_copy(value, also={aten.expand}) and isinstance(value.args[0], fx.Node) and \
+        while (is_copy(value, also={aten.expand}) or _slices_other_dim(value, dim)) and \
+                isinstance(value.args[0], fx.Node) and \
                 self.shape(value.args[0]) is not None and \
                 len(self.shape(value.args[0])) == len(self.shape(value) or ()):
             value = value.args[0]
@@ -267,6 +269,15 @@ class RuleContext:
 
     def unify(self, a: Labels, b: Labels, reason: str = "unified with a fixed channel") -> None:
         self.channels.unify(a, b, reason)
+
+
+def _slices_other_dim(value: Any, dim: int) -> bool:
+    """Whether ``value`` is ``aten.slice`` of its first argument along a dim other than ``dim``."""
+    if not isinstance(value, fx.Node) or value.target is not aten.slice.Tensor:
+        return False
+    rank = len(getattr(value.meta.get("tensor_meta"), "shape", ()))
+    at = value.args[1] if len(value.args) > 1 else value.kwargs.get("dim", 0)
+    return rank > 0 and isinstance(at, int) and at % rank != dim % rank
 
 
 def unlabeled(size: int) -> Labels:

@@ -33,12 +33,15 @@ class PackedAttention(nn.Module):
 class GroupedQueryAttention(nn.Module):
     """``heads`` query heads share ``kv_heads`` key/value heads, copied by
     ``repeat_interleave``, by Llama's ``k[:, :, None].expand(...).reshape(...)``, or
-    left to SDPA's ``enable_gqa=True``."""
+    left to SDPA's ``enable_gqa=True``; ``sdpa=False`` writes the attention out as
+    ``softmax(q @ k^T * scale) @ v`` (``kv_heads == heads`` is plain attention)."""
 
-    def __init__(self, dim: int, heads: int, kv_heads: int, style: str = "repeat_interleave"):
+    def __init__(self, dim: int, heads: int, kv_heads: int, style: str = "repeat_interleave",
+                 sdpa: bool = True):
         super().__init__()
-        self.heads, self.kv_heads, self.style = heads, kv_heads, style
+        self.heads, self.kv_heads, self.style, self.sdpa = heads, kv_heads, style, sdpa
         self.head_dim = dim // heads
+        self.scale = self.head_dim ** -0.5
         self.q = nn.Linear(dim, dim)
         self.k = nn.Linear(dim, kv_heads * self.head_dim)
         self.v = nn.Linear(dim, kv_heads * self.head_dim)
@@ -47,6 +50,8 @@ class GroupedQueryAttention(nn.Module):
     def _copies(self, t):
         B, _, N, D = t.shape
         n = self.heads // self.kv_heads
+        if n == 1:
+            return t
         if self.style == "repeat_interleave":
             return t.repeat_interleave(n, dim=1)
         return t[:, :, None, :, :].expand(B, self.kv_heads, n, N, D).reshape(B, self.heads, N, D)
@@ -58,8 +63,11 @@ class GroupedQueryAttention(nn.Module):
         v = self.v(x).view(B, N, self.kv_heads, self.head_dim).transpose(1, 2)
         if self.style == "enable_gqa":
             out = F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
-        else:
+        elif self.sdpa:
             out = F.scaled_dot_product_attention(q, self._copies(k), self._copies(v))
+        else:
+            scores = (q @ self._copies(k).transpose(-2, -1)) * self.scale
+            out = scores.softmax(dim=-1) @ self._copies(v)
         return self.o(out.transpose(1, 2).reshape(B, N, C))
 
 

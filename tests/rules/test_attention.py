@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import lumos_fx as lumos
+from tests.models.attention_stacks import AttentionStack, StackSpec
 from tests.models.transformers_like import TinyViT
 from tests.test_exactness_zoo import randomize_gates
 
@@ -79,3 +80,35 @@ def test_manual_attention_with_matmul_prunes_heads_and_stream():
     assert lumos.verify(gated, pruned, (torch.randn(5, 9, 7),)) < 1e-5
     randomize_gates(gated, seed=2)
     assert lumos.verify(gated, lumos.extract(gated), (torch.randn(5, 6, 7),)) < 1e-5
+
+
+def _stack(**options):
+    spec = StackSpec(**options)
+    model = AttentionStack(spec).eval()
+    gated = lumos.compile(model, example_inputs=(AttentionStack.make_input(spec, 4, 6, 1),))
+    return spec, model, gated
+
+
+@pytest.mark.parametrize("kind", ["separate", "packed", "mha"])
+def test_a_single_head_is_one_channel(kind):
+    """``view(B, N, 1, D)`` factors onto ``D``; SDPA makes the head one channel."""
+    spec, model, gated = _stack(kind=kind, heads=1, head_dim=4)
+    name = {"separate": "blocks.0.attn.q", "packed": "blocks.0.attn.qkv",
+            "mha": "blocks.0.attn.mha"}[kind]
+    assert lumos.gates(gated)[name].log_alpha.numel() == 1
+    with torch.no_grad():
+        lumos.gates(gated)[name].log_alpha.fill_(-8.0)
+    pruned = lumos.extract(gated)
+    assert not [n for n, _ in pruned.named_parameters() if n.startswith("blocks.0.attn.")]
+    assert lumos.verify(gated, pruned, (AttentionStack.make_input(spec, 3, 9, 2),)) < 1e-5
+
+
+def test_a_position_table_cut_to_the_sequence_is_sliced_with_the_stream():
+    """``h + pos[:, :h.shape[1]]``: the slice is along tokens, so ``pos`` follows the stream."""
+    spec, model, gated = _stack(kind="separate", heads=2, head_dim=4, pos_embed=True,
+                                cls_token=True)
+    with torch.no_grad():
+        lumos.gates(gated)["embed"].log_alpha[:3] = -8.0
+    pruned = lumos.extract(gated)
+    assert pruned.get_parameter("pos_embed").shape == (1, 16, spec.dim - 3)
+    assert lumos.verify(gated, pruned, (AttentionStack.make_input(spec, 3, 9, 2),)) < 1e-5

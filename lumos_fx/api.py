@@ -24,7 +24,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .budget import BudgetController, as_budget, budget_penalty
+from .budget import BudgetController, as_budget, budget_penalty, warn_if_off_budget
 from .cost import ExpectedCost
 from .errors import InputError
 from .feature_cost import check_feature_cost, feature_penalty
@@ -177,6 +177,9 @@ def extract(gated: nn.Module, *, inputs: str = "full", round_to: int = 1,
             fill_budget: bool = False, check: bool = True):
     """The physically smaller model, exact against ``gated.eval()``.
 
+    For a model compiled with ``budget=``, warns (``lumos_fx.budget.BudgetWarning``)
+    when the result misses the budget by more than 2 points, naming the cause and fix.
+
     Args:
         inputs: ``"full"`` keeps the original input signature (dropped features
             are removed by an ``index_select``); ``"kept"`` takes only the kept
@@ -207,4 +210,5 @@ def extract(gated: nn.Module, *, inputs: str = "full", round_to: int = 1,
                      torch.float32)   # half precision rounds differently after slicing
         rtol = max(1e-4, 20 * torch.finfo(dtype).eps)
         verify(gated, pruned, model_inputs(gated, state.example_inputs), rtol=rtol)
+    warn_if_off_budget(gated, pruned)    # budget mode: BudgetWarning when it missed by > 2 points
     return pruned

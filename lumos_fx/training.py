@@ -12,13 +12,16 @@ towards 0, i.e. half open).
 What happens with a plain ``torch.optim.Adam(gated.parameters(), lr=1e-3)``:
 it runs (the budget controller's multipliers are buffers updated inside
 ``penalty``, not parameters, so no optimizer needs them, and under DDP no
-parameter goes unused), but the gates move at the weights' rate, about 1e-3 per
-step, and any weight decay of the optimizer applies to them too. Measured on an
-MLP 53-256-256-5 with ``budget=0.2``: the extracted model reached 19.4% of the
-parameters only after about 4,000 steps and the gates never left their
-stochastic middle range, so the task loss stayed 0.75 where ``param_groups``
-reached 0.003 and the budget by step 1,200. Budget mode warns at the end of its
-warm-up when the model lags the target by more than 15 points.
+parameter goes unused). Without a budget the gates move at the weights' rate,
+about 1e-3 per step (Adam's step does not depend on the gradient's scale), and
+any weight decay of the optimizer applies to them too. With a budget the gates'
+update in such a shared group is rescaled to ``Budget.gate_lr`` (0.05, the
+default ``gate_lr`` here; see :mod:`lumos_fx.gate_step`): measured on an MLP
+53-256-256-5 and a small CNN, plain Adam at lr 1e-3 or 3e-3 lands within 2
+points of the budget in 1,000 steps
+(``benchmarks/results/budget_accuracy.md``). Budget mode warns at the end of
+its warm-up when the model lags the target by more than 15 points, and
+``extract`` warns when the extracted model misses it by more than 2.
 
 A learning-rate scheduler scales every group it is given; to keep the gates'
 rate constant give it a per-group factor, e.g.

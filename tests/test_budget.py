@@ -1,6 +1,7 @@
 """Budget mode: the Lagrangian controller drives the extracted model to a target size."""
 from __future__ import annotations
 
+import warnings
 
 import pytest
 import torch
@@ -8,7 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import lumos_fx as lumos
-from lumos_fx.budget import Budget, BudgetController
+from lumos_fx import gate_step
+from lumos_fx.budget import Budget, BudgetController, BudgetWarning
 
 
 def _mlp(seed=0):
@@ -24,9 +26,9 @@ def _data(n=4096, seed=0):
     return x, (y - y.mean(0)) / y.std(0)
 
 
-def _train(gated, steps, batch=64, seed=0):
+def _train(gated, steps, batch=64, seed=0, opt=None):
     x, y = _data()
-    opt = torch.optim.Adam(lumos.param_groups(gated, lr=2e-3))
+    opt = opt or torch.optim.Adam(lumos.param_groups(gated, lr=2e-3))
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     for _ in range(steps):
@@ -43,11 +45,33 @@ def test_budget_spec_validation():
     assert lumos.Budget(params=0.2).metric == "params"
     assert lumos.Budget(flops=0.25).target == 0.25
     for bad in [dict(), dict(params=0.2, flops=0.3), dict(params=0.0), dict(flops=1.5),
-                dict(params=0.5, warmup=-1), dict(params=0.5, lr=0.0)]:
+                dict(params=0.5, warmup=-1), dict(params=0.5, lr=0.0), dict(params=True),
+                dict(params=float("nan")), dict(params=0.5, lr=float("inf")),
+                dict(params=0.5, gate_lr=0.0), dict(params=0.5, gate_lr="fast"),
+                dict(params=0.5, warmup="long"), dict(params=0.5, warmup=1.5, steps=100)]:
         with pytest.raises(lumos.InputError):
             lumos.Budget(**bad)
     with pytest.raises(lumos.InputError, match="budget must be"):
         lumos.compile(_mlp(), (torch.randn(2, 16),), budget="20%")
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(steps=0), "positive int"), (dict(steps=2.5), "positive int"),
+    (dict(steps=True), "positive int"), (dict(steps=100, warmup=200), "longer than the planned"),
+    (dict(warmup=0.3), "also give the run's length"), (dict(steps=100, warmup=1.0), r"\(0, 1\)")])
+def test_budget_steps_validation(bad, message):
+    with pytest.raises(lumos.InputError, match=message):
+        lumos.Budget(params=0.2, **bad)
+
+
+def test_warmup_scales_with_the_planned_run():
+    assert Budget(params=0.2).warmup_steps == 500
+    assert Budget(params=0.2, warmup=1000).warmup_steps == 1000      # warmup= keeps working
+    assert Budget(params=0.2, steps=3000).warmup_steps == 1200
+    assert Budget(params=0.2, steps=300, warmup=0.5).warmup_steps == 150
+    assert Budget(params=0.2, steps=300, warmup=100).warmup_steps == 100
+    c = BudgetController(Budget(params=0.2, steps=200))
+    assert c.target(40) == pytest.approx(0.6) and c.target(80) == pytest.approx(0.2)
 
 
 def test_float_budget_means_params_and_controller_is_a_submodule():
@@ -204,3 +228,62 @@ def test_fill_budget_also_reopens_flattened_positions():
     assert filled.get_submodule("3").weight.shape[1] > narrow
     assert 0.45 <= sum(p.numel() for p in filled.parameters()) / total <= 0.5
     assert lumos.verify(gated, filled, (torch.randn(3, 2, 6, 6),)) < 1e-6
+
+
+# ------------------------------------------- the simplest loop, short runs
+@pytest.mark.parametrize("lr", [1e-3, 3e-3])
+def test_plain_adam_over_all_parameters_lands(lr):
+    """Gates in the weights' group at a weight-sized lr still travel: their step is
+    rescaled to the budget's gate_lr (a plain Adam step is ~lr, 5 units need ~5,000).
+    Runs shorter than this land a few points under the target (the controller overshoots)."""
+    x, _ = _data()
+    gated = lumos.compile(_mlp(), (x[:64],), budget=Budget(params=0.3, steps=600))
+    _train(gated, 600, opt=torch.optim.Adam(gated.parameters(), lr=lr))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", BudgetWarning)      # landed: extract stays quiet
+        pruned = lumos.extract(gated)
+    assert abs(lumos.budget_status(gated, pruned).error) <= 0.02
+
+
+def test_without_gate_lr_plain_adam_gates_barely_move():
+    x, _ = _data()
+    gated = lumos.compile(_mlp(), (x[:64],), budget=Budget(params=0.3, steps=200, gate_lr=None))
+    _train(gated, 200, opt=torch.optim.Adam(gated.parameters(), lr=1e-3))
+    moved = max(float((g.log_alpha - 2.5).abs().max()) for g in lumos.gates(gated).values())
+    assert moved <= 0.5          # Adam's step is about lr; closing needs about 5 units
+
+
+def test_gate_step_leaves_own_groups_and_untracked_params_alone():
+    weight, gate, other = (nn.Parameter(torch.ones(2)) for _ in range(3))
+    gate_step.track([gate, other], gate_lr=0.5)
+    opt = torch.optim.SGD([{"params": [weight, gate]}, {"params": [other], "lr": 0.1}], lr=0.01)
+    (weight.sum() + gate.sum() + other.sum()).backward()
+    opt.step()
+    assert weight.tolist() == pytest.approx([0.99] * 2)          # the group's rate
+    assert gate.tolist() == pytest.approx([0.5] * 2)             # rescaled to gate_lr
+    assert other.tolist() == pytest.approx([0.9] * 2)            # a gates-only group: as built
+    gate_step.untrack([gate, other])
+    assert gate_step.rate(gate) is None
+
+
+def test_too_short_run_warns_and_sufficient_run_does_not():
+    x, _ = _data()
+    short = lumos.compile(_mlp(), (x[:64],), budget=0.2)         # default warm-up: 500 steps
+    _train(short, 100, opt=torch.optim.Adam(short.parameters(), lr=1e-3))
+    with pytest.warns(BudgetWarning, match=r"keeps .* target 20.0%.* after 100 steps, inside "
+                                           r"the 500-step warm-up.*steps=100"):
+        lumos.extract(short)
+    with pytest.warns(BudgetWarning, match="inside the 500-step warm-up"):
+        lumos.budget_status(short)
+    planned = lumos.compile(_mlp(), (x[:64],), budget=Budget(params=0.2, steps=600))
+    _train(planned, 600, opt=torch.optim.Adam(planned.parameters(), lr=1e-3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", BudgetWarning)
+        status = lumos.budget_status(planned, lumos.extract(planned))
+    assert abs(status.error) <= 0.02, str(status)
+
+
+def test_untrained_model_warns_that_the_controller_never_stepped():
+    gated = lumos.compile(_mlp(), (torch.randn(4, 16),), budget=Budget(flops=0.5))
+    with pytest.warns(BudgetWarning, match="never stepped"):
+        lumos.extract(gated, inputs="kept")

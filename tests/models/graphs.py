@@ -8,6 +8,10 @@ pyg = None
 try:  # the models need PyG; tests skip when it is absent
     import torch_geometric.nn as pyg
     from torch_geometric.nn import MessagePassing
+
+    # OGB's GCN layer with edge features and a root embedding (the paper's Eq. 10), as the
+    # PPA workload uses it
+    from benchmarks.workloads.ppa import EdgeGCNConv
 except ImportError:  # pragma: no cover
     MessagePassing = nn.Module
 
@@ -104,29 +108,6 @@ def graph_dims(*specs):
     """``dynamic_shapes`` for graph inputs: 'N' (nodes) or 'E' (edges) per dim spec."""
     dims = {"N": torch.export.Dim("nodes", min=2), "E": torch.export.Dim("edges", min=2)}
     return tuple({dim: dims[name]} for dim, name in specs)
-
-
-class EdgeGCNConv(MessagePassing):
-    """OGB's GCN layer with edge features and a root embedding (the paper's Eq. 10)."""
-
-    def __init__(self, dim: int, edge_features: int):
-        super().__init__(aggr="add")
-        self.linear = nn.Linear(dim, dim)
-        self.root_emb = nn.Embedding(1, dim)
-        self.edge_encoder = nn.Linear(edge_features, dim)
-
-    def forward(self, x, edge_index, edge_attr):
-        x = self.linear(x)
-        edge_embedding = self.edge_encoder(edge_attr)
-        row, col = edge_index
-        deg = torch.zeros(x.size(0), dtype=x.dtype).scatter_add_(
-            0, row, torch.ones(row.size(0), dtype=x.dtype)) + 1
-        norm = deg[row].rsqrt() * deg[col].rsqrt()
-        return (self.propagate(edge_index, x=x, edge_attr=edge_embedding, norm=norm)
-                + torch.relu(x + self.root_emb.weight) / deg.view(-1, 1))
-
-    def message(self, x_j, edge_attr, norm):
-        return norm.view(-1, 1) * torch.relu(x_j + edge_attr)
 
 
 class PPAStyleGCN(nn.Module):

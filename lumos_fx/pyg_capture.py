@@ -5,8 +5,11 @@ given (``global_add_pool(x, batch)``, aggregation modules). ``torch.export``
 cannot keep a Python ``int`` of tensor data dynamic, so pooled models fail to
 capture. While :func:`symbolic_graph_counts` is active (only during capture),
 that size is ``index.max().item() + 1``: an unbacked symbolic size, the same
-number at run time for any batch of graphs. Nothing changes when PyG is not
-imported.
+number at run time for any batch of graphs. PyG modules whose ``forward`` takes
+``batch`` and ``batch_size`` (``GraphNorm``, ``InstanceNorm``, graph-mode
+``LayerNorm``, ...) compute ``int(batch.max()) + 1`` themselves when no size is
+given; during capture they get the same symbolic size instead. Nothing changes
+when PyG is not imported.
 
 Example::
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import sys
 
 import torch
@@ -32,22 +36,58 @@ def _symbolic_size(scatter):
     return wrapper
 
 
+def _symbolic_batch_size(forward):
+    names = list(inspect.signature(forward).parameters)
+    position = names.index("batch_size")
+
+    @functools.wraps(forward)
+    def wrapper(*args, **kwargs):
+        batch = kwargs.get("batch", args[names.index("batch")] if len(args) > names.index(
+            "batch") else None)
+        given = kwargs.get("batch_size", args[position] if len(args) > position else None)
+        if given is None and batch is not None and torch.compiler.is_compiling() \
+                and batch.numel() > 0:
+            args = args[:position]
+            kwargs = {**kwargs, "batch_size": batch.max().item() + 1}
+        return forward(*args, **kwargs)
+    return wrapper
+
+
+def _batch_size_modules() -> list[type]:
+    """PyG module classes whose ``forward(..., batch, batch_size)`` sizes per-graph results."""
+    classes = []
+    for m in list(sys.modules.values()):
+        if not getattr(m, "__name__", "").startswith("torch_geometric.nn"):
+            continue
+        for value in list(vars(m).values()):
+            forward = vars(value).get("forward") if isinstance(value, type) else None
+            if not (inspect.isfunction(forward) and issubclass(value, torch.nn.Module)):
+                continue
+            names = list(inspect.signature(forward).parameters)
+            if "batch" in names and "batch_size" in names and value not in classes:
+                classes.append(value)
+    return classes
+
+
 @contextlib.contextmanager
 def symbolic_graph_counts():
-    """Point every PyG module's ``scatter`` at the symbolic-size wrapper, then restore."""
+    """Point every PyG module's ``scatter`` at the symbolic-size wrapper and give PyG
+    modules that count graphs themselves the symbolic count, then restore."""
     module = sys.modules.get("torch_geometric.utils._scatter")
     original = getattr(module, "scatter", None)
     if original is None:
         yield
         return
     wrapper = _symbolic_size(original)
-    patched = [(m, name) for m in list(sys.modules.values())
+    patched = [(m, "scatter", original, wrapper) for m in list(sys.modules.values())
                if getattr(m, "__name__", "").startswith("torch_geometric")
-               for name in ("scatter",) if getattr(m, name, None) is original]
+               and getattr(m, "scatter", None) is original]
+    patched += [(cls, "forward", vars(cls)["forward"], _symbolic_batch_size(vars(cls)["forward"]))
+                for cls in _batch_size_modules()]
     try:
-        for m, name in patched:
-            setattr(m, name, wrapper)
+        for owner, name, _, new in patched:
+            setattr(owner, name, new)
         yield
     finally:
-        for m, name in patched:
-            setattr(m, name, original)
+        for owner, name, old, _ in patched:
+            setattr(owner, name, old)

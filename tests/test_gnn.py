@@ -109,6 +109,7 @@ def _kinds():
                           lambda seed, count: _with_edge_features(random_graphs(count, seed), 3, seed)),
         "gat_two_heads_bn": (lambda: PyGStack("gat", norm="batch", pool="max"), pooled),
         "sage_layernorm": (lambda: PyGStack("sage", norm="layer"), pooled),
+        "gcn_graphnorm": (lambda: PyGStack("gcn", norm="graph"), pooled),
         "ogb_molecule_gin": (lambda: MoleculeGIN(),
                              lambda seed, count: random_graphs(count, seed, categorical=True)),
         "ppa_edge_gcn": (lambda: PPAStyleGCN(), _ppa_graphs),
@@ -118,7 +119,7 @@ def _kinds():
 
 KINDS = ["pyg_gcn", "pyg_gin", "pyg_sage", "pyg_gat", "gcn_add_pool", "gin_jk_pools",
          "gine_edge_dim", "gat_two_heads_bn", "sage_layernorm", "ogb_molecule_gin",
-         "ppa_edge_gcn", "hand_written_gcn"]
+         "ppa_edge_gcn", "hand_written_gcn", "gcn_graphnorm"]
 
 
 @pytest.mark.parametrize("kind", KINDS)

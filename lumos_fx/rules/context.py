@@ -148,7 +148,9 @@ class RuleContext:
                 len(self.shape(value.args[0])) == len(self.shape(value) or ()):
             value = value.args[0]
         shape = self.shape(value)
-        return self.attr(value) if shape is not None and shape[dim] == size else None
+        if shape is None or not -len(shape) <= dim < len(shape):
+            return None
+        return self.attr(value) if shape[dim] == size else None
 
     def tensor(self, value: Any):
         path = self.attr(value)

@@ -6,20 +6,7 @@ import torch
 from torch import nn
 
 import lumos_fx as lumos
-
-
-class ConvHead(nn.Module):
-    """A flatten boundary: positions read through a channel gate and a position gate."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv3d(2, 3, 1)
-        self.fc = nn.Linear(3 * 8, 4)
-        self.out = nn.Linear(4, 1)
-
-    def forward(self, x):
-        h = torch.relu(self.conv(x)).permute(0, 2, 3, 4, 1).flatten(1)
-        return self.out(torch.relu(self.fc(h)))
+from tests.models.operators import ConvHead
 
 
 MODELS = {

@@ -120,7 +120,8 @@ def markdown(records: list[dict], env: dict, closed: float) -> str:
              f"cores, load average {env['loadavg_before'][0]} -> {env['loadavg_after'][0]}; "
              "best median of torch.utils.benchmark blocked_autorange over 5 interleaved "
              f"rounds, {env['seconds']} s per cell. "
-             "Artifact: AOTInductor package (`lumos.deploy(..., aot=True)`); the exported "
+             "Artifact: AOTInductor package (`lumos.deploy(..., aot=True)`, default inductor "
+             "settings), called through `lumos.DeployedModel`; the exported "
              "program (`torch.export.load(...).module()`) is run eagerly. (Nx) = speed-up over "
              "the original eager model.", ""]
     for rec in records:

@@ -12,6 +12,7 @@ Example::
 from .api import compile, expected_cost, extract, gates, penalty
 from .budget import Budget, BudgetStatus, budget_status
 from .deploy import Deployment, deploy
+from .deployed import DeployedModel
 from .errors import ExactnessError, InputError, LumosError, TraceError
 from .gates import GateConfig, HardConcreteGate
 from .report import Report, report
@@ -21,7 +22,7 @@ from .verify import verify
 
 __all__ = [
     "compile", "gates", "penalty", "extract", "report", "verify", "expected_cost",
-    "deploy", "Deployment",
+    "deploy", "Deployment", "DeployedModel",
     "Budget", "BudgetStatus", "budget_status", "param_groups", "fit", "TrainingMonitor",
     "GateConfig", "HardConcreteGate", "Report",
     "LumosError", "TraceError", "InputError", "ExactnessError",

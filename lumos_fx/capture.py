@@ -31,6 +31,7 @@ import traceback
 
 import torch
 from torch import fx, nn
+from torch.utils._pytree import tree_leaves, tree_map
 
 from .errors import TraceError
 from .pyg_capture import symbolic_graph_counts
@@ -61,18 +62,19 @@ def default_dynamic_shapes(args: tuple, kwargs: dict):
         else:
             dims = (0, 1) if value.dim() == 3 else (0,)
         return {d: torch.export.Dim.AUTO for d in dims}
-    return tuple(spec(a) for a in args), {k: spec(v) for k, v in kwargs.items()}
+    # nested inputs (a dict or tuple of tensors) get the same structure of specs
+    return tuple(tree_map(spec, a) for a in args), {k: tree_map(spec, v) for k, v in kwargs.items()}
 
 
 def _batch_of_two(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
     """An example batch of one is exported as the constant 1; capture with two."""
-    tensors = [v for v in (*args, *kwargs.values()) if isinstance(v, torch.Tensor) and v.dim()]
+    tensors = [v for v in tree_leaves((args, kwargs)) if isinstance(v, torch.Tensor) and v.dim()]
     if not tensors or any(t.shape[0] != 1 for t in tensors):
         return args, kwargs
 
     def twice(v):
         return v.expand(2, *v.shape[1:]).clone() if isinstance(v, torch.Tensor) and v.dim() else v
-    return tuple(twice(a) for a in args), {k: twice(v) for k, v in kwargs.items()}
+    return tree_map(twice, args), tree_map(twice, kwargs)
 
 
 def _as_graph_module(epm: nn.Module, model: nn.Module) -> fx.GraphModule:

@@ -16,7 +16,9 @@
 5. writes ``<path>/deploy.json`` with all of it.
 
 Load the artifacts with plain PyTorch: ``torch.export.load(path).module()`` or
-``torch._inductor.aoti_load_package(path)``; both take the model's full inputs.
+``lumos_fx.DeployedModel(path)`` (``torch._inductor.aoti_load_package(path)`` with
+the call specs parsed once: at batch 1 the package's own callable spends more time
+parsing them than computing); all take the model's full inputs.
 
 Example::
 
@@ -41,9 +43,10 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils._pytree import tree_leaves
+from torch.utils._pytree import tree_leaves, tree_map
 
 from .capture import default_dynamic_shapes, explain
+from .deployed import DeployedModel
 from .errors import ExactnessError, InputError, TraceError
 from .verify import relative_error
 
@@ -70,9 +73,10 @@ class Deployment:
     kept_inputs: dict[str, list[int]] = field(default_factory=dict)
 
     def load(self):
-        """The fastest artifact, loaded: the AOTInductor package if there is one."""
+        """The fastest artifact, loaded: the AOTInductor package (a :class:`DeployedModel`)
+        if there is one, else the exported program's module."""
         if self.package is not None:
-            return torch._inductor.aoti_load_package(str(self.package))
+            return DeployedModel(self.package)
         return torch.export.load(str(self.program)).module()
 
     def speedup(self, model: str, baseline: str, batch: str) -> float | None:
@@ -109,7 +113,8 @@ class Deployment:
         return "\n".join(lines)
 
 
-def _check(model, example_inputs, path, aot, original, large_batch, threads, min_run_time):
+def _check(model, example_inputs, path, aot, original, large_batch, threads, min_run_time,
+           inductor_configs):
     if not isinstance(model, nn.Module):
         raise InputError(f"lumos.deploy expects a gated or extracted nn.Module, got "
                          f"{type(model).__name__}")
@@ -122,6 +127,12 @@ def _check(model, example_inputs, path, aot, original, large_batch, threads, min
         raise InputError(f"path {str(path)!r} exists and is not a directory")
     if not isinstance(aot, bool):
         raise InputError(f"aot must be True or False, got {aot!r}")
+    if inductor_configs is not None and (not isinstance(inductor_configs, dict) or not all(
+            isinstance(k, str) for k in inductor_configs)):
+        raise InputError("inductor_configs must be a dict of torch._inductor.config names to "
+                         f"values, e.g. {{'max_autotune': True}}; got {inductor_configs!r}")
+    if inductor_configs and not aot:
+        raise InputError("inductor_configs apply to the AOTInductor compile: pass aot=True")
     if isinstance(large_batch, bool) or not isinstance(large_batch, int) or large_batch < 2:
         raise InputError(f"large_batch must be an int >= 2, got {large_batch!r}")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
@@ -155,23 +166,23 @@ def _pruned_and_inputs(model: nn.Module, example_inputs):
 
 
 def _rows(inputs: tuple, n: int) -> tuple | None:
-    """The inputs with ``n`` rows (taken cyclically from the example), or None when
-    the tensor inputs share no batch dim (graph inputs: nodes and edges)."""
-    tensors = [x for x in inputs if isinstance(x, torch.Tensor) and x.dim()]
+    """The inputs (nested ones too) with ``n`` rows, taken cyclically from the example, or
+    None when the tensor inputs share no batch dim (graph inputs: nodes and edges)."""
+    tensors = [x for x in tree_leaves(inputs) if isinstance(x, torch.Tensor) and x.dim()]
     sizes = {x.shape[0] for x in tensors}
     if len(sizes) != 1:
         return None
-    batch = sizes.pop()
-    index = torch.arange(n, device=tensors[0].device) % batch
-    return tuple(x.index_select(0, index) if isinstance(x, torch.Tensor) and x.dim() else x
-                 for x in inputs)
+    index = torch.arange(n, device=tensors[0].device) % sizes.pop()
+    return tree_map(lambda x: x.index_select(0, index)
+                    if isinstance(x, torch.Tensor) and x.dim() else x, inputs)
 
 
 def _export(pruned: nn.Module, inputs: tuple, dynamic_shapes):
     export_inputs = inputs
     if dynamic_shapes is None:
         dynamic_shapes = default_dynamic_shapes(inputs, {})[0]
-        if all(x.shape[0] == 1 for x in inputs if isinstance(x, torch.Tensor) and x.dim()):
+        if all(x.shape[0] == 1 for x in tree_leaves(inputs)
+               if isinstance(x, torch.Tensor) and x.dim()):
             export_inputs = _rows(inputs, 2) or inputs    # batch 1 would export as a constant
     try:
         return torch.export.export(pruned, export_inputs, dynamic_shapes=dynamic_shapes,
@@ -180,13 +191,20 @@ def _export(pruned: nn.Module, inputs: tuple, dynamic_shapes):
         raise TraceError(explain(pruned, err, False, export_inputs)) from err
 
 
-def _compile_aot(program, package: Path) -> Path:
+def _compile_aot(program, package: Path, inductor_configs: dict | None) -> Path:
     compiler = os.environ.get("CXX") or next(
         (c for c in ("g++", "clang++", "c++") if shutil.which(c)), None)
     if compiler is None or shutil.which(compiler) is None:
         raise InputError("aot=True compiles C++ with AOTInductor and needs a C++ compiler "
                          "(g++ or clang++) on PATH; install one or deploy with aot=False")
-    path = torch._inductor.aoti_compile_and_package(program, package_path=str(package))
+    try:
+        path = torch._inductor.aoti_compile_and_package(program, package_path=str(package),
+                                                        inductor_configs=inductor_configs)
+    except Exception as err:
+        if inductor_configs and isinstance(err, (AttributeError, KeyError, ValueError)):
+            raise InputError(f"AOTInductor rejected inductor_configs={inductor_configs!r}: "
+                             f"{err}") from err
+        raise
     return Path(path)
 
 
@@ -239,7 +257,7 @@ def _latency_us(models: dict, sizes: dict, threads: int, min_run_time: float,
 def deploy(model: nn.Module, example_inputs=None, path="lumos_deploy", *, aot: bool = False,
            original: nn.Module | None = None, dynamic_shapes=None, large_batch: int = 1024,
            threads: int | None = None, measure: bool = True,
-           min_run_time: float = 0.2) -> Deployment:
+           min_run_time: float = 0.2, inductor_configs: dict | None = None) -> Deployment:
     """Export (and with ``aot=True`` compile) the pruned model, check it, time it.
 
     Args:
@@ -258,19 +276,23 @@ def deploy(model: nn.Module, example_inputs=None, path="lumos_deploy", *, aot: b
         threads: torch CPU threads while timing (default: the current setting).
         measure: time the models (``False``: export and verify only).
         min_run_time: seconds of timing per model and batch size (all rounds).
+        inductor_configs: ``torch._inductor.config`` settings for the AOTInductor
+            compile, e.g. ``{"max_autotune": True}`` (tunes the GEMMs at the example's
+            batch size: fastest near it, can be slower far from it).
     """
     example_inputs = _check(model, example_inputs, path, aot, original, large_batch, threads,
-                            min_run_time)
+                            min_run_time, inductor_configs)
     pruned, inputs = _pruned_and_inputs(model, example_inputs)
     directory = Path(path)
     directory.mkdir(parents=True, exist_ok=True)
     program = _export(pruned, inputs, dynamic_shapes)
     torch.export.save(program, str(directory / PROGRAM))
-    package = _compile_aot(program, directory / PACKAGE) if aot else None
+    package = _compile_aot(program, directory / PACKAGE, inductor_configs) if aot else None
     artifacts = {"exported program": torch.export.load(str(directory / PROGRAM)).module()}
     if package is not None:
-        artifacts["AOTInductor"] = torch._inductor.aoti_load_package(str(package))
-    batch = next((x.shape[0] for x in inputs if isinstance(x, torch.Tensor) and x.dim()), 0)
+        artifacts["AOTInductor"] = DeployedModel(package)
+    batch = next((x.shape[0] for x in tree_leaves(inputs)
+                  if isinstance(x, torch.Tensor) and x.dim()), 0)
     other = _rows(inputs, 2 * batch + 3)
     input_sets = {f"batch {batch}": inputs} if other is not None else {"example inputs": inputs}
     if other is not None:

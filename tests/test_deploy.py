@@ -91,6 +91,8 @@ def test_inputs_without_a_shared_batch_dim_are_checked_and_timed_as_given(tmp_pa
     ({"aot": "yes"}, "aot must be"), ({"large_batch": 1}, "large_batch"),
     ({"threads": 0}, "threads"), ({"min_run_time": 0}, "min_run_time"),
     ({"original": "model"}, "original"), ({"example_inputs": 3}, "example_inputs"),
+    ({"inductor_configs": ["max_autotune"]}, "inductor_configs must be a dict"),
+    ({"inductor_configs": {"max_autotune": True}}, "pass aot=True"),
 ])
 def test_options_are_validated(tmp_path, kwargs, message):
     _, gated = _gated()
@@ -117,8 +119,34 @@ def test_aot_package_matches_the_pruned_model(tmp_path):
     assert result.package == tmp_path / "model_aoti.pt2" and result.package.is_file()
     assert {"AOTInductor, batch 8", "AOTInductor, batch 19"} <= set(result.max_abs_diff)
     runner = torch._inductor.aoti_load_package(str(result.package))
+    deployed = result.load()
+    assert isinstance(deployed, lumos.DeployedModel)
     x = torch.randn(11, 6)
     torch.testing.assert_close(runner(x), lumos.extract(gated)(x), rtol=1e-4, atol=1e-5)
+    assert torch.equal(deployed(x), runner(x))
+
+
+class TwoInputs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(3, 4), nn.Linear(2, 4)
+
+    def forward(self, x, extra):
+        return {"sum": self.a(x) + self.b(extra["y"]), "x": x}
+
+
+@pytest.mark.skipif(not (shutil.which("g++") or shutil.which("clang++")),
+                    reason="AOTInductor needs a C++ compiler")
+def test_deployed_model_takes_nested_inputs_and_returns_the_package_outputs(tmp_path):
+    inputs = (torch.randn(4, 3), {"y": torch.randn(4, 2)})
+    result = lumos.deploy(TwoInputs(), inputs, tmp_path, aot=True, measure=False)
+    deployed, runner = lumos.DeployedModel(result.package), torch._inductor.aoti_load_package(
+        str(result.package))
+    x, extra = torch.randn(7, 3), {"y": torch.randn(7, 2)}
+    got, expected = deployed(x, extra), runner(x, extra)
+    assert set(got) == {"sum", "x"} and all(torch.equal(got[k], expected[k]) for k in got)
+    with pytest.raises(lumos.InputError, match="no AOTInductor package"):
+        lumos.DeployedModel(tmp_path / "missing.pt2")
 
 
 def test_cli_deploys_a_saved_gated_model(tmp_path, capsys):

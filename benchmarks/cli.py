@@ -40,6 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's choice; 1 is steadier on a busy machine)")
     p.add_argument("--no-peers", action="store_true", help="skip the Torch-Pruning peers")
+    p.add_argument("--distill", action="store_true",
+                   help="S2 and the peers also learn from the trained baseline's outputs")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
@@ -124,7 +126,7 @@ def run_one(name: str, args, out: Path) -> dict:
                            f"(pip install 'lumos-fx[bench]')"}
     rec = runner.run(module, quick=args.quick, device=args.device, budget=args.budget,
                      seed=args.seed, bar_factory=_bar_factory(args.no_progress),
-                     skip_peers=args.no_peers)
+                     skip_peers=args.no_peers, distill=args.distill)
     _feature_plot(out, rec, module.SPEC.title)
     _html_report(out, rec, rec.pop("_gated_s2", None))
     return rec

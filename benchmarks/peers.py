@@ -100,7 +100,7 @@ def prune_to(method: str, model: nn.Module, x: tuple, target_params: int,
 
 def run_peer(method: str, spec: Spec, baseline: nn.Module, data: Data, target_params: int,
              ft_epochs: float, post_epochs: float, device: str, seed: int, progress=None,
-             options=None, iters: int = 10) -> dict:
+             options=None, iters: int = 10, teacher: nn.Module | None = None) -> dict:
     if importlib.util.find_spec("torch_pruning") is None:
         return {"skipped": "torch-pruning is not installed (pip install 'lumos-fx[bench]')"}
     if method == "bn_slimming" and not any(isinstance(m, nn.modules.batchnorm._BatchNorm)
@@ -113,13 +113,13 @@ def run_peer(method: str, spec: Spec, baseline: nn.Module, data: Data, target_pa
     if method == "l1":
         pruned, ratio = prune_to(method, model, x, target_params, iters, options)
         tune = fit(spec, pruned, data, ft_epochs + post_epochs, device=device, seed=seed,
-                   progress=progress, desc=f"{method} ft")
+                   progress=progress, desc=f"{method} ft", teacher=teacher)
     else:
         trainer, _ = _make_pruner(method, model, x, 0.5, options)
         try:
             sparse = fit(spec, model, data, ft_epochs, device=device, seed=seed,
                          progress=progress, after_backward=lambda m: trainer.regularize(m),
-                         desc=f"{method} sparse")
+                         desc=f"{method} sparse", teacher=teacher)
         except (IndexError, RuntimeError) as exc:
             # torch-pruning 1.6 GroupNormPruner.regularize indexes ConvTranspose weights as
             # (out, in): fall back to plain fine-tuning before the (group-norm) pruning step
@@ -127,10 +127,10 @@ def run_peer(method: str, spec: Spec, baseline: nn.Module, data: Data, target_pa
                          "plain fine-tuning before pruning instead")
             model = copy.deepcopy(baseline).to(device)
             sparse = fit(spec, model, data, ft_epochs, device=device, seed=seed,
-                         progress=progress, desc=f"{method} ft(no reg)")
+                         progress=progress, desc=f"{method} ft(no reg)", teacher=teacher)
         pruned, ratio = prune_to(method, model, x, target_params, iters, options)
         tune = fit(spec, pruned, data, post_epochs, device=device, seed=seed + 1,
-                   progress=progress, desc=f"{method} ft")
+                   progress=progress, desc=f"{method} ft", teacher=teacher)
     result = {
         "pruning_ratio": ratio, "params": count_params(pruned),
         "flops": count_flops(pruned, as_args(data.x_test[:1].to(device, torch.float32))),

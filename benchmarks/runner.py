@@ -5,8 +5,9 @@ Stages (epochs ``E`` from the workload's spec; ``ft = E/2`` and ``post = E/5`` r
 1. baseline: the model trained normally for ``E`` epochs;
 2. lumos S1: the same architecture and initialisation compiled with gates and trained from
    scratch for ``E`` epochs to the parameter budget, extracted, fine-tuned ``post`` epochs;
-3. lumos S2: the trained baseline compiled and fine-tuned with gates for ``ft`` epochs, extracted,
-   fine-tuned ``post`` epochs;
+3. lumos S2: the trained baseline compiled and fine-tuned with gates for half of ``ft + post``
+   epochs, extracted, fine-tuned the other half, all at the spec's learning rate (what the
+   peers fine-tune with);
 4. peers (Torch-Pruning) from the trained baseline at S2's parameter count with ``ft + post``
    epochs in total;
 5. measurements: params, FLOPs (``FlopCounterMode``, batch 1), latency at batch 1, throughput at
@@ -30,7 +31,11 @@ from .train import (HAS_BUDGET, compile_gated, evaluate, fit, loss_fn, relative_
                     steps_per_epoch)
 from .workloads.base import Data, Spec, as_args
 
-POST_FRACTION, FT_FRACTION, FT_LR = 0.2, 0.5, 0.5
+POST_FRACTION, FT_FRACTION = 0.2, 0.5
+# S2's learning rates (gated phase, fine-tune after extraction) as fractions of the spec's, and
+# its share of the ``ft + post`` epochs spent with gates. At half the rate and 10 of 14 epochs
+# gated, CFD ended at R^2 0.752 (DepGraph 0.790); at the peers' rate, 7 + 7, at 0.799.
+FT_LR, POST_LR, S2_GATED_SHARE = 1.0, 1.0, 0.5
 
 
 def _epochs(spec: Spec, quick: bool):
@@ -49,7 +54,7 @@ DENSE_START = 0.3    # S1: fraction of its epochs trained before the penalty sta
 
 
 def _lumos_run(name, spec, data, start_model, epochs, post, budget, device, seed, bar,
-               quick) -> dict:
+               quick, teacher=None) -> dict:
     dense = DENSE_START * epochs if name == "s1" else 0.0
     steps = max(int(round((epochs - dense) * steps_per_epoch(spec, data))), 1)
     gated, penalty, mode = compile_gated(spec, start_model, data, budget, steps,
@@ -63,7 +68,7 @@ def _lumos_run(name, spec, data, start_model, epochs, post, budget, device, seed
         fit(spec, gated, data, dense, lr=lr, device=device, seed=seed + 5, gate_lr=gate_lr,
             progress=bar, desc=f"lumos {name} dense start")
     train = fit(spec, gated, data, epochs - dense, lr=lr, penalty=penalty, device=device,
-                seed=seed, gate_lr=gate_lr, progress=bar, desc=f"lumos {name}")
+                seed=seed, gate_lr=gate_lr, progress=bar, desc=f"lumos {name}", teacher=teacher)
     out = {"budget_mode": mode, "gated_train_seconds": train["seconds"], "gated_epochs": epochs,
            "gate_lr": gate_lr, "gated_steps": steps}
     out["gated_metrics"] = evaluate(spec, gated, data, device=device)
@@ -86,8 +91,8 @@ def _lumos_run(name, spec, data, start_model, epochs, post, budget, device, seed
     out["exactness_rel_error"] = lumos.verify(gated, pruned, x_check, rtol=1e-3)
     out["kept_inputs"] = {k: [int(i) for i in v] for k, v in pruned.lumos_kept_inputs.items()}
     out["extracted_metrics"] = evaluate(spec, pruned, data, device=device)
-    tune = fit(spec, pruned, data, post, lr=spec.lr * FT_LR, device=device, seed=seed + 1,
-               progress=bar, desc=f"lumos {name} ft")
+    tune = fit(spec, pruned, data, post, lr=spec.lr * POST_LR, device=device, seed=seed + 1,
+               progress=bar, desc=f"lumos {name} ft", teacher=teacher)
     out["finetune_seconds"] = tune["seconds"]
     out["post_epochs"] = post
     out["metrics"] = evaluate(spec, pruned, data, device=device)
@@ -147,8 +152,11 @@ def _train_step(spec, baseline, data, device, quick) -> dict:
 
 
 def run(module, *, quick: bool, device: str = "cpu", budget: float | None = None,
-        seed: int = 0, bar_factory=None, skip_peers: bool = False) -> dict:
-    """Run the workload ``module`` (see ``workloads/base.py``); returns its result record."""
+        seed: int = 0, bar_factory=None, skip_peers: bool = False, distill: bool = False) -> dict:
+    """Run the workload ``module`` (see ``workloads/base.py``); returns its result record.
+
+    ``distill``: S2 and every peer learn from the trained baseline's outputs as well as the
+    labels (``train.distill_loss``), in all their epochs; S1 has no trained model to learn from."""
     spec: Spec = module.SPEC
     budget = spec.budget if budget is None else budget
     epochs, ft, post = _epochs(spec, quick)
@@ -160,7 +168,10 @@ def run(module, *, quick: bool, device: str = "cpu", budget: float | None = None
     rec = {"workload": spec.name, "title": spec.title, "proxy": spec.proxy,
            "paper_model": spec.paper_model, "task": spec.task, "metric": spec.metric,
            "higher_is_better": spec.higher_is_better, "mode": size, "budget": budget,
-           "epochs": {"baseline": epochs, "s1_gated": epochs, "s2_gated": ft, "post": post},
+           "distill": distill,
+           "epochs": {"baseline": epochs, "s1_gated": epochs, "s2_gated": S2_GATED_SHARE * (ft + post),
+                      "s2_post": (1 - S2_GATED_SHARE) * (ft + post), "post": post,
+                      "peers_sparse": ft},
            "data": {"n_train": len(data.x_train), "n_val": len(data.x_val),
                     "n_test": len(data.x_test), "input_shape": list(data.x_train.shape[1:]),
                     "gen_seconds": gen_seconds, "notes": data.notes},
@@ -181,11 +192,13 @@ def run(module, *, quick: bool, device: str = "cpu", budget: float | None = None
                            "params": measure.count_params(baseline),
                            "flops": measure.count_flops(baseline, x1),
                            "train_seconds": b_train["seconds"], "epochs": epochs}
+        teacher = copy.deepcopy(baseline).eval() if distill else None
         # 2-3. lumos S1 (from scratch) and S2 (from the trained baseline)
         runs = {"s1": _lumos_run("s1", spec, data, copy.deepcopy(init), epochs, post, budget,
                                  device, seed + 10, bar, quick),
-                "s2": _lumos_run("s2", spec, data, copy.deepcopy(baseline).cpu(), ft, post,
-                                 budget, device, seed + 20, bar, quick)}
+                "s2": _lumos_run("s2", spec, data, copy.deepcopy(baseline).cpu(),
+                                 S2_GATED_SHARE * (ft + post), (1 - S2_GATED_SHARE) * (ft + post),
+                                 budget, device, seed + 20, bar, quick, teacher=teacher)}
         base = rec["baseline"]
         rec["lumos"] = {}
         for name, r in runs.items():
@@ -208,7 +221,7 @@ def run(module, *, quick: bool, device: str = "cpu", budget: float | None = None
                     r = peers.run_peer(method, spec, baseline.cpu(), data, s2["params"], ft, post,
                                        device, seed + 30, progress=bar,
                                        options=getattr(module, "peer_options", None),
-                                       iters=6 if quick else 10)
+                                       iters=6 if quick else 10, teacher=teacher)
                 except Exception as exc:
                     first_line = str(exc).splitlines()[0] if str(exc) else ""
                     r = {"error": f"{type(exc).__name__}: {first_line[:300]}",

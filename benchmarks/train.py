@@ -32,6 +32,22 @@ def loss_fn(spec: Spec) -> Callable:
     return F.mse_loss
 
 
+DISTILL, TEMPERATURE = 0.5, 2.0     # weight of the teacher's loss; softmax temperature
+
+
+def distill_loss(spec: Spec, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """How far the student's outputs are from the teacher's (Hinton et al. 2015 for
+    classes: KL of the softened distributions, times T^2; the teacher's probabilities as
+    soft labels for segmentation; mean squared error for regression)."""
+    if spec.task == "classification":
+        t = TEMPERATURE
+        return F.kl_div(F.log_softmax(out / t, -1), F.log_softmax(target / t, -1),
+                        log_target=True, reduction="batchmean") * t * t
+    if spec.task == "segmentation":
+        return F.binary_cross_entropy_with_logits(out, torch.sigmoid(target))
+    return F.mse_loss(out, target)
+
+
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, batch: int = 1024, device: str = "cpu"):
     model.eval()
@@ -173,8 +189,12 @@ def steps_per_epoch(spec: Spec, data: Data) -> int:
 
 def fit(spec: Spec, model: nn.Module, data: Data, epochs: float, *, lr: float | None = None,
         gate_lr: float | None = None, penalty: Callable | None = None, after_backward: Callable | None = None,
-        device: str = "cpu", seed: int = 0, progress=None, desc: str = "") -> dict:
-    """Train ``model`` in place for ``epochs`` (may be fractional); returns timing info."""
+        device: str = "cpu", seed: int = 0, progress=None, desc: str = "",
+        teacher: nn.Module | None = None) -> dict:
+    """Train ``model`` in place for ``epochs`` (may be fractional); returns timing info.
+
+    With a ``teacher`` (the trained dense model) the loss is
+    ``(1 - DISTILL) * task + DISTILL * distill_loss(student, teacher)``."""
     lr = spec.lr if lr is None else lr
     gated = penalty is not None
     opt = _optimizer(model, spec, lr, gated, spec.gate_lr if gate_lr is None else gate_lr)
@@ -188,6 +208,8 @@ def fit(spec: Spec, model: nn.Module, data: Data, epochs: float, *, lr: float | 
     lossf = loss_fn(spec)
     g = torch.Generator().manual_seed(seed)
     model.train()
+    if teacher is not None:
+        teacher.eval()
     # the gated runs record how the kept fraction evolves, for the workload's HTML report
     monitor = (lumos.TrainingMonitor(model, every=max(total // 100, 1), progress=False)
                if gated and hasattr(lumos, "TrainingMonitor") else None)
@@ -200,7 +222,12 @@ def fit(spec: Spec, model: nn.Module, data: Data, epochs: float, *, lr: float | 
             xb, yb = data.x_train[idx].to(device, torch.float32), data.y_train[idx].to(device)
             out = model(*as_args(xb))
             task = lossf(out, yb)
-            loss = task + penalty() if gated else task
+            loss = task
+            if teacher is not None:
+                with torch.no_grad():
+                    target = teacher(*as_args(xb))
+                loss = (1 - DISTILL) * task + DISTILL * distill_loss(spec, out, target)
+            loss = loss + penalty() if gated else loss
             opt.zero_grad(set_to_none=True)
             if not loss.requires_grad:     # a model pruned to a constant has nothing to train
                 model.eval()

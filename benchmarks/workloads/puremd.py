@@ -16,7 +16,7 @@ from .base import Data, Spec, tabular
 
 SPEC = Spec(name="puremd", title="PureMD", proxy="PuReMD Add_dBond_to_Forces exact arithmetic, "
             "sampled bond terms (f_i)", task="regression", metric="r2", epochs=20, batch_size=512,
-            lr=2e-3, budget=0.2, paper_model="FCs", bench_batch=8192, quick_epochs=3)
+            lr=2e-3, budget=0.2, feature_cost=0.05, paper_model="FCs", bench_batch=8192, quick_epochs=3)
 
 SIZES = {"quick": (6000, 1000, 1000), "full": (160000, 10000, 10000)}
 SCALARS = (["C1dbo", "C2dbo", "C3dbo"] + [f"C{k}dbopi" for k in range(1, 5)]

@@ -20,7 +20,7 @@ from .base import Data, Spec, split
 
 SPEC = Spec(name="slstr", title="SLSTR", proxy="synthetic 9-channel SLSTR scenes (GRF clouds, "
             "land, snow), S4/S6 scene-independent", task="segmentation", metric="pixel_acc",
-            epochs=6, batch_size=32, lr=2e-3, budget=0.3, paper_model="UNet", bench_batch=64,
+            epochs=6, batch_size=32, lr=2e-3, budget=0.3, feature_cost=0.05, paper_model="UNet", bench_batch=64,
             quick_epochs=2)
 
 RES = 32

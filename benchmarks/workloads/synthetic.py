@@ -13,7 +13,7 @@ from .base import Data, Spec, tabular
 
 SPEC = Spec(name="synthetic", title="Synthetic", proxy="SciML-Bench synthetic_regression formula, "
             "16 of 64 inputs used", task="regression", metric="r2", epochs=20, batch_size=512,
-            lr=2e-3, budget=0.1, paper_model="FCs", bench_batch=8192, quick_epochs=3)
+            lr=2e-3, budget=0.1, feature_cost=0.05, paper_model="FCs", bench_batch=8192, quick_epochs=3)
 
 N_FEATURES, N_USED = 64, 16
 SIZES = {"quick": (6000, 1000, 1000), "full": (100000, 10000, 10000)}

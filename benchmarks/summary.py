@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import pareto
 from .summary_plots import plot_all
 
 PEER_TITLES = {"l1": "L1 (Li et al.)", "bn_slimming": "BN-scale (Liu et al.)",
@@ -232,7 +233,7 @@ def write(out: Path, recs: list[dict] | None = None) -> Path:
                 rows.append([rec["title"], k, p["error"].replace("|", "/")[:200]])
     if rows:
         lines += ["## Errors", "", _table(["workload", "stage", "error"], rows), ""]
-    lines += _budget_sweep(out, recs)
+    lines += pareto.section(out)
     notes = out / "NOTES.md"
     if notes.exists():  # hand-written analysis of this result set
         lines += [notes.read_text().rstrip(), ""]
@@ -253,39 +254,6 @@ def write(out: Path, recs: list[dict] | None = None) -> Path:
     return path
 
 
-def _budget_row(rec: dict, lum: dict) -> list:
-    """One row of the budget-sensitivity table: a workload's S2 run at its budget."""
-    peers = {k: r["metric"] for k, r in rec.get("peers", {}).items() if "metric" in r}
-    m = rec["metric"]
-    return [rec["title"], f"{rec['budget']:g}", _fmt(rec["baseline"]["metric"], m),
-            f"{100 * lum['param_reduction']:.1f}%", _fmt(lum["metric"], m),
-            f"{100 * lum['relative_metric_loss']:+.2f}%",
-            ", ".join(f"{k} {_fmt(v, m)}" for k, v in peers.items()) or "-"]
-
-
-def _budget_sweep(out: Path, recs: list[dict]) -> list[str]:
-    """Rows for runs at other budgets kept in ``<out>/budget_*/`` (same workloads, same seed)."""
-    rows = []
-    for sub in sorted(out.glob("budget_*")):
-        for rec in load(sub):
-            if "baseline" not in rec:
-                continue
-            lum = rec.get("lumos", {}).get("s2", {})
-            if "metric" not in lum:
-                continue
-            rows.append(_budget_row(rec, lum))
-    for rec in recs:
-        lum = rec.get("lumos", {}).get("s2", {})
-        if rows and "metric" in lum and any(r[0] == rec["title"] for r in rows):
-            rows.append(_budget_row(rec, lum))
-    if not rows:
-        return []
-    rows.sort(key=lambda r: (r[0], float(r[1])))
-    return ["## Budget sensitivity (lumos S2; runs in `budget_*/`)", "",
-            _table(["workload", "budget", "baseline", "param reduction", "lumos", "rel. loss",
-                    "peers at the same size"], rows), ""]
-
-
 def _targets(recs: list[dict]) -> list[str]:
     """The project's targets, checked honestly on lumos S2 (the run the peers are matched to)."""
     mean = _means(recs, "s2")
@@ -294,17 +262,22 @@ def _targets(recs: list[dict]) -> list[str]:
     speed_ok = speed_n = 0
     peer_wins = peer_n = 0
     irr_ok = irr_n = 0
+    losses = []
     for rec in recs:
         lum = rec.get("lumos", {}).get("s2", {})
         p = rec.get("speed", {}).get("cpu", {}).get("lumos_s2")
         if "metric" in lum and p:
             speed_n += 1
             speed_ok += p["throughput_speedup"] >= 0.8 * lum["flop_ratio"]
-        others = [r for r in rec.get("peers", {}).values() if "metric" in r]
+        others = [r for r in rec.get("peers", {}).values()
+                  if "metric" in r and r.get("reached_target", True)]
         if "metric" in lum and others:
             peer_n += 1
             sign = 1 if rec["higher_is_better"] else -1
-            peer_wins += all(sign * (lum["metric"] - r["metric"]) >= 0 for r in others)
+            best = max(others, key=lambda r: sign * r["metric"])["metric"]
+            peer_wins += sign * (lum["metric"] - best) >= 0
+            if sign * (lum["metric"] - best) < 0:
+                losses.append(f"{rec['title']} {100 * sign * (lum['metric'] - best) / abs(best):+.2f}%")
         sel = rec.get("features", {}).get("s2", {})
         if sel.get("irrelevant"):
             irr_n += 1
@@ -319,6 +292,7 @@ def _targets(recs: list[dict]) -> list[str]:
             f"(median loss {100 * mean['median_relative_metric_loss']:+.2f}%)",
             f"- large-batch CPU speedup ≥ 0.8 × FLOP ratio: {speed_ok} of {speed_n} workloads "
             f"(mean speedup / FLOP ratio {mean['throughput_over_flop_ratio']:.2f})",
-            f"- metric ≥ every Torch-Pruning peer at equal size: {peer_wins} of {peer_n} workloads",
+            f"- metric ≥ every Torch-Pruning peer at equal size: {peer_wins} of {peer_n} workloads"
+            + (f" (behind the best peer, relative: {', '.join(losses)})" if losses else ""),
             f"- every known-irrelevant input dropped: {irr_ok} of {irr_n} workloads with ground truth",
             ""]

@@ -14,6 +14,7 @@ from .budget import Budget, BudgetStatus, budget_status
 from .deploy import Deployment, deploy
 from .deployed import DeployedModel
 from .errors import ExactnessError, InputError, LumosError, TraceError
+from .gate_init import init_gates_from_magnitude
 from .gates import GateConfig, HardConcreteGate
 from .report import Report, report
 from .monitor import TrainingMonitor
@@ -22,6 +23,7 @@ from .verify import verify
 
 __all__ = [
     "compile", "gates", "penalty", "extract", "report", "verify", "expected_cost",
+    "init_gates_from_magnitude",
     "deploy", "Deployment", "DeployedModel",
     "Budget", "BudgetStatus", "budget_status", "param_groups", "fit", "TrainingMonitor",
     "GateConfig", "HardConcreteGate", "Report",

@@ -13,7 +13,8 @@ With every gate at its deterministic value:
    an ``index_select`` of the kept features, a ``narrow`` (a view) when they are one
    run, or take only those (``inputs="kept"``);
 5. gate nodes go, dead code goes, unused submodules go; the graph is lowered for
-   fast eager calls (:mod:`lumos_fx.passes.eager`).
+   fast eager calls (:mod:`lumos_fx.passes.eager`), and its batch norms follow the
+   model's train/eval mode again (:mod:`lumos_fx.passes.train_mode`).
 
 The eval graph of a copy of the gated model is rewritten; the gated model is
 not modified.
@@ -45,6 +46,7 @@ from .codegen import rewrite_literals
 from .decisions import Decisions
 from .eager import lower_for_eager
 from .sym_sizes import emit, input_symbols, parse
+from .train_mode import batch_norm_follows_mode
 
 aten = torch.ops.aten
 
@@ -292,6 +294,7 @@ def shrink(gated: nn.Module, inputs: str = "full", round_to: int = 1,
     pruned = fx.GraphModule(gm, gm.graph, class_name=state.model_name)
     pruned._tracer_cls = BufferTracer
     lower_for_eager(pruned)
+    batch_norm_follows_mode(pruned)     # fine-tuning the extracted model uses batch statistics
     pruned.lumos_kept_inputs = kept_inputs
     pruned.lumos_input_mode = inputs
     signature = work.call_signature     # model(x, mask=None) works as on the original

@@ -27,7 +27,7 @@ import torch
 import lumos_fx as lumos
 
 from . import features, measure, peers
-from .train import (HAS_BUDGET, compile_gated, evaluate, fit, loss_fn, relative_change,
+from .train import (compile_gated, evaluate, fit, loss_fn, relative_change,
                     steps_per_epoch)
 from .workloads.base import Data, Spec, as_args
 
@@ -166,6 +166,7 @@ def run(module, *, quick: bool, device: str = "cpu", budget: float | None = None
     spec: Spec = module.SPEC
     budget = spec.budget if budget is None else budget
     epochs, ft, post = _epochs(spec, quick)
+    s2_gated, s2_post = S2_GATED_SHARE * (ft + post), (1 - S2_GATED_SHARE) * (ft + post)
     size = "quick" if quick else "full"
     t0 = time.perf_counter()
     _seed(seed)
@@ -175,9 +176,8 @@ def run(module, *, quick: bool, device: str = "cpu", budget: float | None = None
            "paper_model": spec.paper_model, "task": spec.task, "metric": spec.metric,
            "higher_is_better": spec.higher_is_better, "mode": size, "budget": budget,
            "distill": distill,
-           "epochs": {"baseline": epochs, "s1_gated": epochs, "s2_gated": S2_GATED_SHARE * (ft + post),
-                      "s2_post": (1 - S2_GATED_SHARE) * (ft + post), "post": post,
-                      "peers_sparse": ft},
+           "epochs": {"baseline": epochs, "s1_gated": epochs, "s2_gated": s2_gated,
+                      "s2_post": s2_post, "post": post, "peers_sparse": ft},
            "data": {"n_train": len(data.x_train), "n_val": len(data.x_val),
                     "n_test": len(data.x_test), "input_shape": list(data.x_train.shape[1:]),
                     "gen_seconds": gen_seconds, "notes": data.notes},
@@ -202,9 +202,8 @@ def run(module, *, quick: bool, device: str = "cpu", budget: float | None = None
         # 2-3. lumos S1 (from scratch) and S2 (from the trained baseline)
         runs = {"s1": _lumos_run("s1", spec, data, copy.deepcopy(init), epochs, post, budget,
                                  device, seed + 10, bar, quick),
-                "s2": _lumos_run("s2", spec, data, copy.deepcopy(baseline).cpu(),
-                                 S2_GATED_SHARE * (ft + post), (1 - S2_GATED_SHARE) * (ft + post),
-                                 budget, device, seed + 20, bar, quick, teacher=teacher)}
+                "s2": _lumos_run("s2", spec, data, copy.deepcopy(baseline).cpu(), s2_gated,
+                                 s2_post, budget, device, seed + 20, bar, quick, teacher=teacher)}
         base = rec["baseline"]
         rec["lumos"] = {}
         for name, r in runs.items():

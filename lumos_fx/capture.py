@@ -66,7 +66,7 @@ def default_dynamic_shapes(args: tuple, kwargs: dict):
     return tuple(tree_map(spec, a) for a in args), {k: tree_map(spec, v) for k, v in kwargs.items()}
 
 
-def _batch_of_two(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+def batch_of_two(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
     """An example batch of one is exported as the constant 1; capture with two."""
     tensors = [v for v in tree_leaves((args, kwargs)) if isinstance(v, torch.Tensor) and v.dim()]
     if not tensors or any(t.shape[0] != 1 for t in tensors):
@@ -118,7 +118,7 @@ def capture(model: nn.Module, args: tuple, kwargs: dict | None = None, *,
             the line of the model's code and a remedy.
     """
     kwargs = dict(kwargs or {})
-    args, kwargs = _batch_of_two(tuple(args), kwargs)
+    args, kwargs = batch_of_two(tuple(args), kwargs)
     default_dynamic = dynamic_shapes is None
     if default_dynamic:
         dynamic_shapes = default_dynamic_shapes(args, kwargs)

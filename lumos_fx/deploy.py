@@ -45,7 +45,7 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_leaves, tree_map
 
-from .capture import default_dynamic_shapes, explain
+from .capture import batch_of_two, default_dynamic_shapes, explain
 from .deployed import DeployedModel
 from .errors import ExactnessError, InputError, TraceError
 from .verify import relative_error
@@ -181,9 +181,7 @@ def _export(pruned: nn.Module, inputs: tuple, dynamic_shapes):
     export_inputs = inputs
     if dynamic_shapes is None:
         dynamic_shapes = default_dynamic_shapes(inputs, {})[0]
-        if all(x.shape[0] == 1 for x in tree_leaves(inputs)
-               if isinstance(x, torch.Tensor) and x.dim()):
-            export_inputs = _rows(inputs, 2) or inputs    # batch 1 would export as a constant
+        export_inputs = batch_of_two(inputs, {})[0]    # batch 1 would export as a constant
     try:
         return torch.export.export(pruned, export_inputs, dynamic_shapes=dynamic_shapes,
                                    strict=False)

@@ -20,7 +20,6 @@ from torch import fx, nn
 
 from .errors import InputError, LumosError
 from .naming import gates_by_name
-from .state import unwrap
 from .verify import eval_mode_error
 
 

@@ -287,3 +287,28 @@ def test_untrained_model_warns_that_the_controller_never_stepped():
     gated = lumos.compile(_mlp(), (torch.randn(4, 16),), budget=Budget(flops=0.5))
     with pytest.warns(BudgetWarning, match="never stepped"):
         lumos.extract(gated, inputs="kept")
+
+
+def test_fill_budget_skips_a_channel_too_expensive_for_the_room():
+    """The strongest closed channel (a conv channel read by a wide flattened layer) does
+    not fit what is left of the budget; cheaper hidden neurons after it still get in."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(4 * 8 * 8, 32), nn.ReLU(), nn.Linear(32, 1))
+    total = sum(p.numel() for p in model.parameters())
+    gated = lumos.compile(model, example_inputs=(torch.randn(2, 2, 8, 8),), budget=0.2)
+    gates = lumos.gates(gated)
+    with torch.no_grad():
+        gates["0"].log_alpha[:] = torch.tensor([6.0, -3.0, -6.0, -6.0])    # channel 1: strongest closed
+        gates["3"].log_alpha[:] = -5.0
+        gates["3"].log_alpha[:16] = 6.0
+    plain = lumos.extract(gated)
+    plain_fraction = sum(p.numel() for p in plain.parameters()) / total
+    conv_channel = 64 * 16 + 9 * 2 + 1      # what reopening one more conv channel costs
+    assert plain_fraction + conv_channel / total > 0.2 > plain_fraction + 0.05
+    filled = lumos.extract(gated, fill_budget=True)
+    fraction = sum(p.numel() for p in filled.parameters()) / total
+    assert filled.get_submodule("0").weight.shape[0] == 1          # the conv channel did not fit
+    assert filled.get_submodule("3").weight.shape[0] > 16         # the hidden neurons did
+    assert 0.19 <= fraction <= 0.2
+    assert lumos.verify(gated, filled, (torch.randn(3, 2, 8, 8),)) < 1e-6

@@ -35,6 +35,9 @@ from torch import fx
 from ..state import LumosState
 
 
+FILL_ROUNDS = 20        # first-fit rounds of extract(fill_budget=True)
+
+
 class Decisions:
     """Per-channel keep/gate-value decisions of every group, by atom.
 
@@ -103,27 +106,49 @@ class Decisions:
     def _fill(self, gated, state: LumosState, metric: str, target: float) -> None:
         """Keep the strongest closed channels (gate value 0: still exact) while the
         extracted model stays within ``target`` (a fraction of ``metric``): a run that
-        overshot its budget gets back the capacity it may use, e.g. in a fine-tune."""
+        overshot its budget gets back the capacity it may use, e.g. in a fine-tune.
+
+        Rounds of first-fit in score order: each round measures every closed channel's
+        marginal cost at the current widths (the gradient of the exact cost, which is
+        linear in each channel), takes the strongest ones whose summed cost fits the
+        room left, and keeps the longest prefix of them that the exact cost confirms.
+        A channel too expensive for the room (one feeding a wide flattened layer) is
+        skipped instead of ending the fill, so cheaper ones after it still get in."""
         cost = gated.lumos_cost
         which, total = (0, cost.total_params) if metric == "params" else (1, cost.total_flops)
         candidates = self._reopenable(state)
         candidates = candidates[np.argsort(-self._flat_score[candidates], kind="stable")]
 
-        def fraction(count: int) -> float:
+        def measure(extra: np.ndarray, marginal: bool = False):
             keep = self._flat_keep.astype(np.float64)
-            keep[candidates[:count]] = 1.0
-            q = {state.keys[gid]: torch.from_numpy(part)
+            keep[extra] = 1.0
+            q = {state.keys[gid]: torch.from_numpy(part).to(cost.weights.dtype).requires_grad_(marginal)
                  for gid, part in self._per_group(keep, state).items()}
-            with torch.no_grad():
-                return float(cost.evaluate(cost.slots(q).to(cost.weights.dtype))[which]) / total
+            with torch.set_grad_enabled(marginal):
+                fraction = cost.evaluate(cost.slots(q))[which] / total
+            if not marginal:
+                return float(fraction)
+            fraction.backward()
+            grad = np.zeros_like(keep)
+            for gid, part in self._per_group(grad, state).items():
+                part[:] = q[state.keys[gid]].grad.double().numpy()
+            return float(fraction), grad
 
-        low, high = 0, len(candidates)          # the largest count that stays within target
-        if fraction(0) > target:
-            return
-        while low < high:
-            mid = (low + high + 1) // 2
-            low, high = (mid, high) if fraction(mid) <= target else (low, mid - 1)
-        self._flat_keep[candidates[:low]] = True
+        for _ in range(FILL_ROUNDS):
+            pending = candidates[~self._flat_keep[candidates]]
+            now, marginal = measure(pending[:0], marginal=True)
+            room = target - now
+            if room <= 0 or not len(pending):
+                return
+            fits = pending[marginal[pending] <= room]
+            batch = fits[np.cumsum(marginal[fits]) <= room] if len(fits) else fits
+            low, high = 0, len(batch)       # the longest prefix the exact cost confirms
+            while low < high:
+                mid = (low + high + 1) // 2
+                low, high = (mid, high) if measure(batch[:mid]) <= target else (low, mid - 1)
+            if low == 0:
+                return
+            self._flat_keep[batch[:low]] = True
 
     def _round_up(self, state: LumosState, multiple: int) -> None:
         """Keep the strongest closed channels until every channel group's width is a

@@ -2,6 +2,8 @@
 fine-tuning the extracted model."""
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -35,6 +37,29 @@ def test_param_groups_split_weights_and_gates():
     every = [id(p) for g in groups for p in g["params"]]
     assert sorted(every) == sorted(id(p) for p in gated.parameters())   # each exactly once
     torch.optim.AdamW(groups)
+
+
+@pytest.mark.parametrize("optimizer", [torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD,
+                                       torch.optim.RMSprop])
+def test_gate_group_steps_all_gates_at_once_like_one_step_each(optimizer):
+    """The gate group's multi-tensor (``foreach``) step gives the per-parameter step's gates."""
+    torch.manual_seed(0)
+    gated = lumos.compile(_model(), (X[:2],))
+    twin = copy.deepcopy(gated)
+    groups = lumos.param_groups(gated, lr=1e-2)
+    assert groups[1]["foreach"] is True
+    twin_groups = lumos.param_groups(twin, lr=1e-2)
+    twin_groups[1]["foreach"] = False
+    opts = [optimizer(groups, lr=1e-2), optimizer(twin_groups, lr=1e-2)]
+    for x, y in _batches():
+        for model, opt in zip((gated, twin), opts):
+            torch.manual_seed(1)                         # the same gate samples for both
+            opt.zero_grad()
+            (F.mse_loss(model(x), y) + lumos.penalty(model)).backward()
+            opt.step()
+    for key, gate in lumos.gates(gated).items():
+        assert not torch.equal(gate.log_alpha, torch.full_like(gate.log_alpha, 2.5))
+        torch.testing.assert_close(gate.log_alpha, lumos.gates(twin)[key].log_alpha)
 
 
 def test_param_groups_unwrap_wrappers():

@@ -312,3 +312,32 @@ def test_fill_budget_skips_a_channel_too_expensive_for_the_room():
     assert filled.get_submodule("3").weight.shape[0] > 16         # the hidden neurons did
     assert 0.19 <= fraction <= 0.2
     assert lumos.verify(gated, filled, (torch.randn(3, 2, 8, 8),)) < 1e-6
+
+
+def test_fill_budget_keeps_a_fully_closed_model_trainable():
+    """Every hidden gate closed: without fill the model is a constant; with fill_budget the
+    capacity kept back stays as layers (gate value 0 folded in: still exact, still the
+    constant) instead of being folded away, and a fine-tune learns the task with it."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 1))
+    x = torch.randn(256, 8)
+    y = x.sum(dim=1, keepdim=True)
+    gated = lumos.compile(model, example_inputs=(x[:4],), budget=0.3)
+    with torch.no_grad():
+        for key, gate in lumos.gates(gated).items():
+            if key != "input":
+                gate.log_alpha.uniform_(-8.0, -4.0)
+    with pytest.warns(UserWarning, match="constant"):
+        assert sum(p.numel() for p in lumos.extract(gated).parameters()) <= 1
+    with pytest.warns(UserWarning, match="no signal until a fine-tune"):
+        filled = lumos.extract(gated, fill_budget=True)
+    total = sum(p.numel() for p in model.parameters())
+    assert 0.25 <= sum(p.numel() for p in filled.parameters()) / total <= 0.3
+    assert lumos.verify(gated, filled, (x[:16],)) < 1e-6
+    constant_loss = float(F.mse_loss(filled(x), y))
+    opt = torch.optim.Adam(filled.parameters(), lr=1e-2)
+    for _ in range(200):
+        opt.zero_grad()
+        F.mse_loss(filled(x), y).backward()
+        opt.step()
+    assert float(F.mse_loss(filled(x), y)) < 0.2 * constant_loss

@@ -57,6 +57,7 @@ class Decisions:
         self._ungated = sum(sizes)       # the slot of "no gate": value 1, kept
         self._flat_value = np.concatenate([*values, np.ones(1)])
         self._flat_keep = self._flat_value > 0
+        self._flat_capacity = np.zeros_like(self._flat_keep)    # kept back by fill_budget
         self._flat_score = np.concatenate(
             [*(g.log_alpha.detach().cpu().double().numpy() for g in gates.values()), np.zeros(1)])
         self.value = self._per_group(self._flat_value, state)
@@ -149,6 +150,7 @@ class Decisions:
             if low == 0:
                 return
             self._flat_keep[batch[:low]] = True
+            self._flat_capacity[batch[:low]] = True
 
     def _round_up(self, state: LumosState, multiple: int) -> None:
         """Keep the strongest closed channels until every channel group's width is a
@@ -162,6 +164,10 @@ class Decisions:
             closed = self._offset[gid] + np.flatnonzero(~keep)
             extra = closed[np.argsort(-self._flat_score[closed], kind="stable")]
             self._flat_keep[extra[:target - int(keep.sum())]] = True
+
+    def capacity(self, labels: np.ndarray) -> np.ndarray:
+        """Which positions of ``labels`` ``fill_budget`` kept back (closed, gate value 0)."""
+        return self._flat_capacity[self._slots(labels)]
 
     def kept(self, labels: np.ndarray) -> np.ndarray:
         """Indices of the positions of ``labels`` that survive."""

@@ -81,12 +81,15 @@ def _fold_gates(gm, state, decisions) -> dict[str, list[int]]:
     Returns the consumers whose whole input is gated to zero, each with the shape
     of its pruned input (taken now, before other rewrites replace that input).
     """
-    folded, silent, shapes = set(), set(), {}
+    folded, silent, rescued, shapes = set(), set(), set(), {}
     nodes = {n.name: n for n in gm.graph.nodes}
 
     def fold(use, values) -> None:
+        # a layer whose whole input is closed outputs a constant and is removed, unless
+        # fill_budget kept some of its inputs as capacity: then it stays, with their
+        # gate value 0 folded in, for a fine-tune to put to use
         if not values.any() and (use.labels >= 0).all():
-            silent.add(use.node)
+            (rescued if decisions.capacity(use.labels).any() else silent).add(use.node)
         source = arg_at(nodes[use.node], use.arg)
         if source.op == "call_module" and str(source.target).startswith("lumos_apply."):
             source = source.args[0]
@@ -130,6 +133,12 @@ def _fold_gates(gm, state, decisions) -> dict[str, list[int]]:
                     mul = gm.graph.call_function(aten.mul.Tensor, (source, scale))
                 node.replace_all_uses_with(mul)
         gm.graph.erase_node(node)
+    if rescued:
+        warnings.warn(f"lumos: every input channel of {len(rescued)} layer(s) was closed "
+                      f"({', '.join(sorted(rescued)[:3])}{', ...' if len(rescued) > 3 else ''}); "
+                      "fill_budget kept channels back for them with gate value 0, so they pass "
+                      "no signal until a fine-tune of the extracted model trains them",
+                      stacklevel=4)
     return {name: shapes[name] for name in silent}
 
 

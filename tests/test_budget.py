@@ -341,3 +341,25 @@ def test_fill_budget_keeps_a_fully_closed_model_trainable():
         F.mse_loss(filled(x), y).backward()
         opt.step()
     assert float(F.mse_loss(filled(x), y)) < 0.2 * constant_loss
+
+
+def test_fill_budget_capacity_behind_a_closed_layer_is_not_dropped():
+    """Fill reopens strong channels of the first hidden layer while every channel of the
+    second stays closed: removing the second layer as a constant would drop the first
+    layer's kept capacity with it, so the model would miss the budget fill aimed at."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(),
+                          nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 1))
+    gated = lumos.compile(model, example_inputs=(torch.randn(4, 8),), budget=0.075)
+    gates = lumos.gates(gated)
+    with torch.no_grad():
+        gates["0"].log_alpha.uniform_(-3.0, -2.0)          # closed, first to come back
+        gates["2"].log_alpha.fill_(-8.0)                   # closed, last to come back
+        gates["4"].log_alpha.fill_(-8.0)
+        gates["4"].log_alpha[:8] = 6.0
+    filled = lumos.extract(gated, fill_budget=True)
+    total = sum(p.numel() for p in model.parameters())
+    assert filled.get_submodule("0").weight.shape[0] > 8
+    assert filled.get_submodule("2").weight.shape[0] == 1            # no room for these
+    assert 0.055 <= sum(p.numel() for p in filled.parameters()) / total <= 0.075
+    assert lumos.verify(gated, filled, (torch.randn(5, 8),)) < 1e-6

@@ -71,7 +71,8 @@ class Decisions:
                 lab for spec in state.plan.params.values() for d in spec.dims
                 for lab in spec.label_sets(d)]:
             self._keep_one(labels)
-        if fill_to is not None:
+        self.filling = fill_to is not None
+        if self.filling:
             self._fill(gated, state, *fill_to)
         if round_to > 1:
             self._round_up(state, round_to)
@@ -130,6 +131,7 @@ class Decisions:
             if not marginal:
                 return float(fraction)
             fraction.backward()
+            fraction = fraction.detach()
             grad = np.zeros_like(keep)
             for gid, part in self._per_group(grad, state).items():
                 part[:] = q[state.keys[gid]].grad.double().numpy()

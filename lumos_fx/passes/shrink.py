@@ -86,10 +86,15 @@ def _fold_gates(gm, state, decisions) -> dict[str, list[int]]:
 
     def fold(use, values) -> None:
         # a layer whose whole input is closed outputs a constant and is removed, unless
-        # fill_budget kept some of its inputs as capacity: then it stays, with their
-        # gate value 0 folded in, for a fine-tune to put to use
+        # fill_budget kept some of its inputs as capacity: then it stays, with their gate
+        # value 0 folded in, for a fine-tune to put to use. Under fill_budget no layer is
+        # removed: the budget was filled counting every kept channel, and removing a
+        # closed layer would drop the capacity kept upstream of it with it
         if not values.any() and (use.labels >= 0).all():
-            (rescued if decisions.capacity(use.labels).any() else silent).add(use.node)
+            if decisions.capacity(use.labels).any():
+                rescued.add(use.node)
+            elif not decisions.filling:
+                silent.add(use.node)
         source = arg_at(nodes[use.node], use.arg)
         if source.op == "call_module" and str(source.target).startswith("lumos_apply."):
             source = source.args[0]

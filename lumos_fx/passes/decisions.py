@@ -124,8 +124,9 @@ class Decisions:
         def measure(extra: np.ndarray, marginal: bool = False):
             keep = self._flat_keep.astype(np.float64)
             keep[extra] = 1.0
-            q = {state.keys[gid]: torch.from_numpy(part).to(cost.weights.dtype).requires_grad_(marginal)
-                 for gid, part in self._per_group(keep, state).items()}
+            like = cost.weights
+            q = {state.keys[gid]: torch.from_numpy(part).to(like.device, like.dtype)
+                 .requires_grad_(marginal) for gid, part in self._per_group(keep, state).items()}
             with torch.set_grad_enabled(marginal):
                 fraction = cost.evaluate(cost.slots(q))[which] / total
             if not marginal:
@@ -134,7 +135,7 @@ class Decisions:
             fraction = fraction.detach()
             grad = np.zeros_like(keep)
             for gid, part in self._per_group(grad, state).items():
-                part[:] = q[state.keys[gid]].grad.double().numpy()
+                part[:] = q[state.keys[gid]].grad.double().cpu().numpy()
             return float(fraction), grad
 
         for _ in range(FILL_ROUNDS):

@@ -19,6 +19,8 @@ Example::
 from __future__ import annotations
 
 import copy
+import functools
+import warnings
 from typing import Sequence
 
 import torch
@@ -168,10 +170,23 @@ def penalty(gated: nn.Module) -> torch.Tensor:
     state = state_of(gated)
     module = unwrap(gated)
     if hasattr(module, "lumos_budget"):
-        return budget_penalty(module) + feature_penalty(module)
-    params, _ = module.lumos_cost.expected(module)
-    return state.lam * params / module.lumos_cost.total_params + feature_penalty(module)
+        value = budget_penalty(module) + feature_penalty(module)
+    else:
+        params, _ = module.lumos_cost.expected(module)
+        value = state.lam * params / module.lumos_cost.total_params + feature_penalty(module)
+    if value.requires_grad and not module.training and "_lumos_eval_warned" not in module.__dict__:
+        value.register_hook(functools.partial(_warn_trained_in_eval, module))
+    return value
 
+
+def _warn_trained_in_eval(module: nn.Module, grad: torch.Tensor) -> None:
+    """Backward reached a penalty computed in eval mode: the user trains an eval-mode model."""
+    if "_lumos_eval_warned" not in module.__dict__:
+        module.__dict__["_lumos_eval_warned"] = True
+        warnings.warn("lumos.penalty is being trained with the gated model in eval mode: its gates "
+                      "do not sample, and a budget's controller does not step. Call gated.train() "
+                      "before the training loop (Hugging Face from_pretrained returns models in "
+                      "eval mode, and compile keeps the mode it is given)", stacklevel=2)
 
 def extract(gated: nn.Module, *, inputs: str = "full", round_to: int = 1,
             fill_budget: bool = False, check: bool = True):

@@ -3,6 +3,7 @@ fine-tuning the extracted model."""
 from __future__ import annotations
 
 import copy
+import warnings
 
 import pytest
 import torch
@@ -150,3 +151,22 @@ def test_extracted_model_fine_tunes_like_any_module():
     with torch.no_grad():
         assert float(F.mse_loss(pruned(X), Y)) < first
     assert pruned(X).shape == (len(X), 1)
+
+
+def test_training_an_eval_mode_model_warns_once():
+    """A Hugging Face model comes back from from_pretrained in eval mode and compile keeps it:
+    backpropagating the penalty then trains without gate samples or controller steps."""
+    gated = lumos.compile(_model().eval(), (X[:2],), budget=0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lumos.penalty(gated).item()                 # reading the value is fine
+    x, y = _batches()[0]
+    with pytest.warns(UserWarning, match=r"eval mode.*gated.train\(\)") as record:
+        for _ in range(3):
+            (F.mse_loss(gated(x), y) + lumos.penalty(gated)).backward()
+    assert sum("eval mode" in str(w.message) for w in record) == 1
+    assert int(gated.lumos_budget.step) == 0
+    gated.train()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="lumos.penalty is being trained")
+        (F.mse_loss(gated(x), y) + lumos.penalty(gated)).backward()

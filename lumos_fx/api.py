@@ -188,6 +188,7 @@ def _warn_trained_in_eval(module: nn.Module, grad: torch.Tensor) -> None:
                       "before the training loop (Hugging Face from_pretrained returns models in "
                       "eval mode, and compile keeps the mode it is given)", stacklevel=2)
 
+
 def extract(gated: nn.Module, *, inputs: str = "full", round_to: int = 1,
             fill_budget: bool = False, check: bool = True):
     """The physically smaller model, exact against ``gated.eval()``.

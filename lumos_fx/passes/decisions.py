@@ -140,9 +140,11 @@ class Decisions:
 
         for _ in range(FILL_ROUNDS):
             pending = candidates[~self._flat_keep[candidates]]
+            if not len(pending):
+                return
             now, marginal = measure(pending[:0], marginal=True)
             room = target - now
-            if room <= 0 or not len(pending):
+            if room <= 0:
                 return
             fits = pending[marginal[pending] <= room]
             batch = fits[np.cumsum(marginal[fits]) <= room] if len(fits) else fits

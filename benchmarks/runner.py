@@ -54,6 +54,24 @@ def _seed(seed: int):
     np.random.seed(seed)
 
 
+# > 0: before extraction, lumos.select_features closes the input features whose permutation
+# does not raise the validation loss by this many standard errors. A trained baseline (S2)
+# learns to use noise inputs to fit its training set, and the training loss defends them.
+FEATURE_TEST_Z = 2.0
+
+
+def _held_out(spec: Spec, data: Data, device: str) -> list:
+    """The validation split as ``(inputs, target)`` batches (never used for training)."""
+    n, size = len(data.x_val), spec.batch_size
+    return [(as_args(data.x_val[torch.arange(i, min(i + size, n))].to(device, torch.float32)),
+             data.y_val[i:i + size].to(device)) for i in range(0, n - 1, size)]
+
+
+def _per_sample_loss(spec: Spec):
+    task = loss_fn(spec)
+    return lambda out, target: task(out, target, reduction="none")
+
+
 DENSE_START = 0.3    # S1: fraction of its epochs trained before the penalty starts
 
 
@@ -78,6 +96,10 @@ def _lumos_run(name, spec, data, start_model, epochs, post, budget, device, seed
     out = {"budget_mode": mode, "gated_train_seconds": train["seconds"], "gated_epochs": epochs,
            "gate_lr": gate_lr, "gated_steps": steps}
     out["gated_metrics"] = evaluate(spec, gated, data, device=device)
+    if spec.gate_inputs and FEATURE_TEST_Z:
+        selection = lumos.select_features(gated, _held_out(spec, data, device), _per_sample_loss(spec),
+                                          z=FEATURE_TEST_Z, seed=seed)
+        out["feature_test"] = selection.to_dict()
     gated.eval()
     try:
         # a short run can close more than the budget asks: keep that capacity for the fine-tune

@@ -13,6 +13,7 @@ from .api import compile, expected_cost, extract, gates, penalty
 from .budget import Budget, BudgetStatus, budget_status
 from .deploy import Deployment, deploy
 from .deployed import DeployedModel
+from .feature_selection import FeatureSelection, select_features
 from .errors import ExactnessError, InputError, LumosError, TraceError
 from .gate_init import init_gates_from_magnitude
 from .gates import GateConfig, HardConcreteGate
@@ -23,7 +24,7 @@ from .verify import verify
 
 __all__ = [
     "compile", "gates", "penalty", "extract", "report", "verify", "expected_cost",
-    "init_gates_from_magnitude",
+    "init_gates_from_magnitude", "select_features", "FeatureSelection",
     "deploy", "Deployment", "DeployedModel",
     "Budget", "BudgetStatus", "budget_status", "param_groups", "fit", "TrainingMonitor",
     "GateConfig", "HardConcreteGate", "Report",

@@ -114,6 +114,8 @@ class Report:
     latency: dict[str, tuple[float, float]] = field(default_factory=dict)
     #: the layers of the groups in the order the model runs them
     layer_order: list[str] = field(default_factory=list)
+    #: the held-out test of ``lumos.select_features`` (``FeatureSelection.to_dict()``)
+    feature_test: dict | None = None
 
     def to_dict(self) -> dict:
         """Everything in the report as plain JSON-serialisable data."""
@@ -132,6 +134,8 @@ class Report:
         if self.latency:
             data["latency"] = {label: {"before": b, "after": a}
                                for label, (b, a) in self.latency.items()}
+        if self.feature_test:
+            data["feature_test"] = self.feature_test
         if self.history:
             data["history"] = [{k: None if isinstance(v, float) and not math.isfinite(v) else v
                                 for k, v in record.items()} for record in self.history]
@@ -177,6 +181,9 @@ class Report:
                          + ", ".join(kept))
             if self.dropped_features[name]:
                 lines.append(f"  dropped: {', '.join(self.dropped_features[name])}")
+        if self.feature_test:
+            from .feature_selection import describe
+            lines.append(describe(self.feature_test))
         if self.removed_layers:
             lines.append(f"removed layers (whole input closed): {', '.join(self.removed_layers)}")
         if self.embeddings:
@@ -286,7 +293,8 @@ def report(gated: nn.Module, *, history=None, latency: dict | None = None) -> Re
         flops_before=count_flops(module, inputs), flops_after=count_flops(pruned, inputs),
         groups=groups, kept_features=kept_features, dropped_features=dropped,
         removed_layers=removed, embeddings=_embedding_widths(module, pruned),
-        history=records, latency=latency, layer_order=_layer_order(module, groups))
+        history=records, latency=latency, layer_order=_layer_order(module, groups),
+        feature_test=state.feature_test)
 
 
 def _layer_order(gated: nn.Module, groups: list[GroupReport]) -> list[str]:

@@ -122,7 +122,22 @@ def _inputs(data: dict) -> str:
                      f"features</p>")
         parts.append('<div class="chips">' + "".join(_chip(n, "kept") for n in kept)
                      + "".join(_chip(n, "dropped") for n in dropped) + "</div>")
-    return "".join(parts)
+    return "".join(parts) + _feature_test(data.get("feature_test"))
+
+
+def _feature_test(test: dict | None) -> str:
+    """The held-out test of ``lumos.select_features``: one row per feature it tested."""
+    if not test:
+        return ""
+    rows = "".join(f"<tr><td>{_chip(s['name'], 'dropped' if s['dropped'] else 'kept')}</td>"
+                   f"<td>{s['harm']:.4g}</td><td>{s['stderr']:.3g}</td>"
+                   f"<td>{'dropped' if s['dropped'] else 'kept'}</td></tr>"
+                   for s in sorted(test["scores"], key=lambda s: -s["harm"]))
+    return (f'<p class="caption">Held-out test ({test["samples"]} samples, loss '
+            f'{test["held_out_loss"]:.4g}): the rise of the held-out loss when a feature is '
+            f'permuted; features rising less than {test["z"]:g} standard errors were '
+            "dropped.</p><table><tr><th>feature</th><th>loss rise</th><th>std err</th>"
+            f"<th>decision</th></tr>{rows}</table>")
 
 
 def _cell(items: list[str], limit: int = 4) -> str:

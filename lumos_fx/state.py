@@ -37,6 +37,8 @@ class LumosState:
     feature_cost: float = 0.0
     #: what a :class:`~lumos_fx.monitor.TrainingMonitor` recorded, one dict per record
     history: list[dict] = field(default_factory=list)
+    #: the last :func:`~lumos_fx.feature_selection.select_features` result, as data
+    feature_test: dict | None = None
 
 
 def unwrap(module: nn.Module) -> nn.Module:

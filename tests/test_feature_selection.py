@@ -106,3 +106,124 @@ def test_report_names_kept_features(selected):
     kept = next(iter(pruned.lumos_kept_inputs.values()))
     for i in kept:
         assert f"x{i}" in text, text
+
+
+# lumos.select_features: a held-out test closes inputs a trained model only uses to fit its
+# training set (noise it memorised), which the training loss and the penalty defend.
+
+def _memorised(n_train: int = 96, seed: int = 0):
+    """An MLP trained to overfit 96 samples of 3 informative and 5 noise inputs."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n_train + 1024, 8, generator=g)
+    y = (x[:, 0] + torch.sin(2 * x[:, 1]) + 0.5 * x[:, 2]).unsqueeze(1)
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(8, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(),
+                          nn.Linear(64, 1))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(400):
+        opt.zero_grad()
+        nn.functional.mse_loss(model(x[:n_train]), y[:n_train]).backward()
+        opt.step()
+    held_out = [(x[i:i + 128], y[i:i + 128]) for i in range(n_train, n_train + 1024, 128)]
+    return model, x[:n_train], y[:n_train], held_out
+
+
+def _per_sample(out, target):
+    return nn.functional.mse_loss(out, target, reduction="none")
+
+
+def test_select_features_drops_memorised_noise_and_stays_exact():
+    model, x_train, y_train, held_out = _memorised()
+    names = ["a", "b", "c", "n0", "n1", "n2", "n3", "n4"]
+    with torch.no_grad():
+        noise_used = (model[0].weight[:, 3:].norm() / model[0].weight[:, :3].norm()).item()
+    assert noise_used > 0.3, "the baseline should rely on the noise inputs for this test"
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    gated = lumos.compile(model, example_inputs=(x_train[:4],), feature_names=names).train()
+    selection = lumos.select_features(gated, held_out, _per_sample)
+    assert gated.training, "select_features must restore the training mode"
+    assert selection.dropped == ["n0", "n1", "n2", "n3", "n4"], str(selection)
+    assert selection.kept == ["a", "b", "c"]
+    assert selection.samples == 1024 and selection.joint_harm < 2 * selection.joint_stderr + 1e-12
+    assert all(s.harm > 2 * s.stderr for s in selection.scores if not s.dropped)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    gate = next(iter(lumos.gates(gated).values()))
+    assert gate.eval()()[3:].eq(0).all() and gate()[:3].eq(1).all()
+    pruned = lumos.extract(gated.eval())
+    assert pruned.lumos_kept_inputs == {"input": [0, 1, 2]}
+    assert lumos.verify(gated, pruned, (held_out[0][0],)) < 1e-5
+    assert set(selection.to_dict()) >= {"scores", "dropped", "kept", "joint_harm"}
+    assert "n0" in str(selection) and "loss rise" in str(selection)
+    report = lumos.report(gated)
+    assert report.to_dict()["feature_test"]["dropped"] == selection.dropped
+    assert str(selection) in str(report) and "Held-out test" in report.to_html()
+
+
+def test_select_features_keeps_features_that_only_matter_together():
+    # 16 inputs each with a small share of the target: permuted alone each is within
+    # the test's noise, permuted together they matter; the joint check keeps some.
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2048, 16, generator=g)
+    model = nn.Linear(16, 1)
+    with torch.no_grad():
+        model.weight.fill_(0.05)
+        model.bias.zero_()
+    y = model(x).detach() + torch.randn(2048, 1, generator=g)
+    gated = lumos.compile(model, example_inputs=(x[:2],))
+    held_out = [(x[i:i + 256], y[i:i + 256]) for i in range(0, 2048, 256)]
+    selection = lumos.select_features(gated, held_out, _per_sample)
+    weak = [s for s in selection.scores if s.harm < 2 * s.stderr]
+    assert len(weak) >= 6, str(selection)          # individually these look useless
+    assert 0 < len(selection.dropped) < len(weak), str(selection)
+    assert selection.joint_harm < 2 * selection.joint_stderr
+
+
+class _TwoInputs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(6, 32), nn.ReLU(), nn.Linear(32, 1))
+
+    def forward(self, nodes, edges):
+        return self.body(torch.cat([nodes, edges], dim=1))
+
+
+def test_select_features_permutes_the_right_input_of_several():
+    g = torch.Generator().manual_seed(1)
+    nodes, edges = torch.randn(1200, 3, generator=g), torch.randn(1200, 3, generator=g)
+    y = (nodes[:, :1] - edges[:, 1:2]) * 2
+    torch.manual_seed(0)
+    model = _TwoInputs()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(300):
+        opt.zero_grad()
+        nn.functional.mse_loss(model(nodes[:1000], edges[:1000]), y[:1000]).backward()
+        opt.step()
+    gated = lumos.compile(model, example_inputs=(nodes[:2], edges[:2]))
+    held_out = [((nodes[i:i + 50], edges[i:i + 50]), y[i:i + 50]) for i in range(1000, 1200, 50)]
+    selection = lumos.select_features(gated, held_out, _per_sample)
+    assert sorted(selection.kept) == ["edges[1]", "nodes[0]"], str(selection)
+    assert lumos.extract(gated.eval()).lumos_kept_inputs == {"nodes": [0], "edges": [1]}
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"z": 0.0}, "z must be"), ({"z": float("nan")}, "z must be"), ({"repeats": 0}, "repeats"),
+    ({"loss_fn": "mse"}, "loss_fn must be callable"), ({"held_out": []}, "no batches"),
+    ({"held_out": [torch.randn(4, 8)]}, "pair (inputs, target)"),
+    ({"held_out": 3}, "iterable"),
+    ({"held_out": [(torch.full((4, 8), float("nan")), torch.zeros(4, 1))]}, "NaN"),
+])
+def test_select_features_rejects_bad_input(kwargs, message):
+    model = nn.Sequential(nn.Linear(8, 4), nn.ReLU(), nn.Linear(4, 1))
+    gated = lumos.compile(model, example_inputs=(torch.randn(2, 8),))
+    args = {"held_out": [(torch.randn(4, 8), torch.zeros(4, 1))], "loss_fn": _per_sample}
+    args.update(kwargs)
+    with pytest.raises(lumos.InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        lumos.select_features(gated, args.pop("held_out"), args.pop("loss_fn"), **args)
+    assert next(iter(lumos.gates(gated).values())).log_alpha.min() > 2.0
+
+
+def test_select_features_needs_gated_inputs():
+    model = nn.Sequential(nn.Linear(8, 4), nn.ReLU(), nn.Linear(4, 1))
+    gated = lumos.compile(model, example_inputs=(torch.randn(2, 8),), input_dims={"input": None})
+    with pytest.raises(lumos.InputError, match="no input of this model is gated"):
+        lumos.select_features(gated, [(torch.randn(4, 8), torch.zeros(4, 1))], _per_sample)

@@ -80,6 +80,27 @@ def test_categorical_atom_and_bond_features_are_selected_and_their_tables_droppe
         in str(report)
 
 
+@pytest.mark.filterwarnings("ignore:lumos budget")
+def test_fill_budget_drops_a_closed_categorical_feature_table():
+    """fill_budget keeps closed layers as capacity, but a closed categorical feature's
+    table is emptied and never reopened: its lookup must go with it."""
+    torch.manual_seed(0)
+    model = MoleculeGIN().eval()
+    gated = lumos.compile(model, example_inputs=random_graphs(4, 0, categorical=True),
+                          dynamic_shapes=graph_dims((0, "N"), (1, "E"), (0, "E"), (0, "N")),
+                          budget=0.6)
+    gates = lumos.gates(gated)
+    with torch.no_grad():
+        gates["x"].log_alpha[0] = -6.0
+        gates["edge_attr"].log_alpha[1] = -6.0
+        gates["atom_encoder.tables.0"].log_alpha[:8] = -6.0     # room for the fill
+    pruned = lumos.extract(gated.eval(), fill_budget=True)
+    assert pruned.lumos_kept_inputs == {"x": [1, 2], "edge_attr": [0]}
+    assert pruned.get_parameter("atom_encoder.tables.0.weight").numel() == 0
+    assert lumos.verify(gated, pruned, random_graphs(6, 1, categorical=True)) < 1e-5
+
+
+
 def _with_edge_features(graphs, width: int, seed: int):
     x, edge_index, batch = graphs
     g = torch.Generator().manual_seed(seed)

@@ -89,11 +89,12 @@ def _fold_gates(gm, state, decisions) -> dict[str, list[int]]:
         # fill_budget kept some of its inputs as capacity: then it stays, with their gate
         # value 0 folded in, for a fine-tune to put to use. Under fill_budget no layer is
         # removed: the budget was filled counting every kept channel, and removing a
-        # closed layer would drop the capacity kept upstream of it with it
+        # closed layer would drop the capacity kept upstream of it with it. A closed
+        # categorical feature's lookup always goes: fill never reopens its table
         if not values.any() and (use.labels >= 0).all():
             if decisions.capacity(use.labels).any():
                 rescued.add(use.node)
-            elif not decisions.filling:
+            elif not decisions.filling or nodes[use.node].target is aten.embedding.default:
                 silent.add(use.node)
         source = arg_at(nodes[use.node], use.arg)
         if source.op == "call_module" and str(source.target).startswith("lumos_apply."):

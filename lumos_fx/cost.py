@@ -116,7 +116,12 @@ class ExpectedCost(nn.Module):
         return self.evaluate(self.slots(probabilities))
 
     def expected(self, gated: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.evaluate(self._open_probability(gated, self._shared_config(gated)))
+        config = self._shared_config(gated)
+        if config is not None and self._order:
+            gates = gated.lumos_gates
+            return _ExpectedFromGates.apply(self, config, False,
+                                            *[gates[key].log_alpha for key in self._order])
+        return self.evaluate(self._open_probability(gated, config))
 
     def deterministic(self, gated: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
         """The (params, FLOPs) of the model ``extract`` would return now (before
@@ -127,16 +132,14 @@ class ExpectedCost(nn.Module):
         """``params, flops``, each ``[expected, what extract would give now]`` (shape 2),
         in one batched pass; the expected entries carry gradients."""
         config = self._shared_config(gated)
+        if config is not None and self._order:
+            gates = gated.lumos_gates
+            return _ExpectedFromGates.apply(self, config, True,
+                                            *[gates[key].log_alpha for key in self._order])
         q = self._open_probability(gated, config)
-        if config is not None:
-            # deterministic() > 0  <=>  clamp(log_alpha) > log(-gamma/zeta)  <=>  q > threshold
-            c = config
-            threshold = 1.0 / (1.0 + (-c.gamma / c.zeta) ** (c.beta - 1.0))
-            open_now = (q.detach() > threshold).to(q.dtype)
-        else:
-            with torch.no_grad():
-                open_now = self.slots({k: (g.deterministic() > 0).to(q.dtype)
-                                       for k, g in gated.lumos_gates.items()})
+        with torch.no_grad():
+            open_now = self.slots({k: (g.deterministic() > 0).to(q.dtype)
+                                   for k, g in gated.lumos_gates.items()})
         return self.evaluate(torch.stack([q, open_now]))
 
     def _shared_config(self, gated: nn.Module):
@@ -161,45 +164,89 @@ class _Evaluate(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, cost: ExpectedCost, q: torch.Tensor):
-        gathers = [cost._buffer(name) for name in cost._gathers]
-        padded = q if len(gathers) == 1 else F.pad(q, (0, 1), value=1.0)
-        parts = [padded.index_select(-1, row) for row in gathers]
-        survive = _product(parts)
-        base = cost.base if cost.base.dtype == q.dtype else cost.base.to(q.dtype)
-        if q.dim() > 1:
-            base = base.expand(*q.shape[:-1], -1)
-        kept = base.index_add(-1, cost.segment, survive)                   # (..., dims + 1)
-        factors = [kept.index_select(-1, cost._buffer(name)) for name in cost._columns]
-        weights = cost.weights if cost.weights.dtype == q.dtype else cost.weights.to(q.dtype)
-        ctx.cost, ctx.q_shape, ctx.gathers = cost, q.shape, gathers
-        ctx.save_for_backward(weights, *parts, *factors)
-        ctx.n_parts = len(parts)
         ctx.set_materialize_grads(False)
-        return (_product(factors) @ weights).unbind(-1)                   # params, flops
+        return _evaluate(ctx, cost, q)
 
     @staticmethod
     def backward(ctx, grad_params, grad_flops):
-        cost = ctx.cost
-        weights, *saved = ctx.saved_tensors
-        parts, factors = saved[:ctx.n_parts], saved[ctx.n_parts:]
-        if grad_params is None and grad_flops is None:
-            return None, None
-        if grad_flops is None or grad_params is None:      # the usual case: one metric
-            column, grad = (0, grad_params) if grad_flops is None else (1, grad_flops)
-            grad_entries = grad.unsqueeze(-1) * weights[:, column]       # (..., terms)
+        return None, _evaluate_grad(ctx, grad_params, grad_flops, ctx.saved_tensors)
+
+
+class _ExpectedFromGates(torch.autograd.Function):
+    """``P(z != 0)`` of every gate (paper Eq. 5, from the concatenated ``log_alpha``,
+    clamped straight-through) and the expected (params, FLOPs) it gives, as one autograd
+    node: the penalty of a training step costs one node instead of a dozen. With
+    ``with_now`` each output has two rows: expected, and what ``extract`` gives now."""
+
+    @staticmethod
+    def forward(ctx, cost: ExpectedCost, config, with_now: bool, *log_alphas: torch.Tensor):
+        ctx.set_materialize_grads(False)
+        c = config
+        shift = c.beta * math.log(-c.gamma / c.zeta)
+        q = torch.cat(log_alphas).clamp_(-c.log_alpha_limit, c.log_alpha_limit)
+        q = q.sub_(shift).sigmoid_()
+        if with_now:
+            # deterministic() > 0  <=>  clamp(log_alpha) > log(-gamma/zeta)  <=>  q > threshold
+            threshold = 1.0 / (1.0 + (-c.gamma / c.zeta) ** (c.beta - 1.0))
+            rows = torch.stack([q, (q > threshold).to(q.dtype)])
         else:
-            grad_entries = torch.stack([grad_params, grad_flops], -1) @ weights.T
-        grad_kept = weights.new_zeros(*ctx.q_shape[:-1], cost.base.numel())
-        for j, name in enumerate(cost._columns):
-            grad_kept.index_add_(-1, cost._buffer(name), grad_entries * _product(
-                [f for i, f in enumerate(factors) if i != j]))
-        grad_survive = grad_kept.index_select(-1, cost.segment)
-        slots = ctx.q_shape[-1]
-        grad_q = weights.new_zeros(*ctx.q_shape[:-1], slots + (len(parts) > 1))
-        for j, row in enumerate(ctx.gathers):
-            grad_q.index_add_(-1, row, grad_survive * _product(
-                [p for i, p in enumerate(parts) if i != j]))
-        return None, grad_q[..., :slots]
+            rows = q
+        params, flops = _evaluate(ctx, cost, rows)
+        ctx.with_now, ctx.sizes, ctx.q = with_now, [t.numel() for t in log_alphas], q
+        return params + cost.constant_params, flops
+
+    @staticmethod
+    def backward(ctx, grad_params, grad_flops):
+        grad = _evaluate_grad(ctx, grad_params, grad_flops, ctx.saved_tensors)
+        if grad is None:
+            return (None,) * (3 + len(ctx.sizes))
+        q = ctx.q
+        grad = (grad[0] if ctx.with_now else grad) * q * (1.0 - q)
+        return (None, None, None, *torch.split(grad, ctx.sizes))
+
+
+def _evaluate(ctx, cost: ExpectedCost, q: torch.Tensor):
+    """Expected (params, FLOPs) for slot probabilities ``q`` (``(..., slots)``), saving on
+    ``ctx`` what :func:`_evaluate_grad` needs."""
+    gathers = [cost._buffer(name) for name in cost._gathers]
+    padded = q if len(gathers) == 1 else F.pad(q, (0, 1), value=1.0)
+    parts = [padded.index_select(-1, row) for row in gathers]
+    survive = _product(parts)
+    base = cost.base if cost.base.dtype == q.dtype else cost.base.to(q.dtype)
+    if q.dim() > 1:
+        base = base.expand(*q.shape[:-1], -1)
+    kept = base.index_add(-1, cost.segment, survive)                   # (..., dims + 1)
+    factors = [kept.index_select(-1, cost._buffer(name)) for name in cost._columns]
+    weights = cost.weights if cost.weights.dtype == q.dtype else cost.weights.to(q.dtype)
+    ctx.cost, ctx.q_shape, ctx.gathers = cost, q.shape, gathers
+    ctx.save_for_backward(weights, *parts, *factors)
+    ctx.n_parts = len(parts)
+    return (_product(factors) @ weights).unbind(-1)                   # params, flops
+
+
+def _evaluate_grad(ctx, grad_params, grad_flops, saved_tensors):
+    """The gradient of :func:`_evaluate` with respect to ``q`` (None when no output has one)."""
+    cost = ctx.cost
+    weights, *saved = saved_tensors
+    parts, factors = saved[:ctx.n_parts], saved[ctx.n_parts:]
+    if grad_params is None and grad_flops is None:
+        return None
+    if grad_flops is None or grad_params is None:      # the usual case: one metric
+        column, grad = (0, grad_params) if grad_flops is None else (1, grad_flops)
+        grad_entries = grad.unsqueeze(-1) * weights[:, column]       # (..., terms)
+    else:
+        grad_entries = torch.stack([grad_params, grad_flops], -1) @ weights.T
+    grad_kept = weights.new_zeros(*ctx.q_shape[:-1], cost.base.numel())
+    for j, name in enumerate(cost._columns):
+        grad_kept.index_add_(-1, cost._buffer(name), grad_entries * _product(
+            [f for i, f in enumerate(factors) if i != j]))
+    grad_survive = grad_kept.index_select(-1, cost.segment)
+    slots = ctx.q_shape[-1]
+    grad_q = weights.new_zeros(*ctx.q_shape[:-1], slots + (len(parts) > 1))
+    for j, row in enumerate(ctx.gathers):
+        grad_q.index_add_(-1, row, grad_survive * _product(
+            [p for i, p in enumerate(parts) if i != j]))
+    return grad_q[..., :slots]
 
 
 def _product(tensors: list[torch.Tensor]):

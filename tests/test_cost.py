@@ -38,3 +38,39 @@ def test_only_one_output_used_still_differentiates():
     q = torch.rand(18, requires_grad=True)
     gated.lumos_cost.evaluate(q)[1].backward()
     assert q.grad is not None and (q.grad != 0).any()
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("with_now", [False, True])
+def test_gates_to_cost_in_one_node_matches_the_recorded_formula(name, with_now):
+    """``expected`` / ``expected_and_deterministic`` go from the gates' ``log_alpha`` to the
+    cost in one autograd node; values and gradients equal the step-by-step formula
+    (``evaluate`` of the open probabilities), saturated and clamped gates included."""
+    make, shape = MODELS[name]
+    torch.manual_seed(0)
+    gated = lumos.compile(make(), example_inputs=(torch.randn(*shape),)).double()
+    cost = gated.lumos_cost
+    gates = lumos.gates(gated)
+    with torch.no_grad():
+        for gate in gates.values():
+            gate.log_alpha.uniform_(-12.0, 12.0)           # beyond the +-8 clamp on both sides
+    fused = cost.expected_and_deterministic(gated) if with_now else cost.expected(gated)
+    assert fused[0].grad_fn is not None and "ExpectedFromGates" in type(fused[0].grad_fn).__name__
+    weight = torch.tensor([0.7, -0.3] if with_now else 0.7, dtype=torch.float64)
+    ((fused[0] * weight).sum() + 1e-3 * (fused[1] * weight).sum()).backward()
+    grads = {k: g.log_alpha.grad.clone() for k, g in gates.items()}
+    for gate in gates.values():
+        gate.log_alpha.grad = None
+    q = cost._open_probability(gated, None)
+    if with_now:
+        with torch.no_grad():
+            now = cost.slots({k: (g.deterministic() > 0).double()
+                              for k, g in gated.lumos_gates.items()})
+        q = torch.stack([q, now])
+    reference = cost.evaluate(q)
+    for a, b in zip(fused, reference):
+        torch.testing.assert_close(a, b)
+    ((reference[0] * weight).sum() + 1e-3 * (reference[1] * weight).sum()).backward()
+    for key, gate in gates.items():
+        torch.testing.assert_close(grads[key], gate.log_alpha.grad)
+        assert grads[key].abs().max() > 0

@@ -41,16 +41,17 @@ def test_param_groups_split_weights_and_gates():
 
 
 @pytest.mark.parametrize("optimizer", [torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD,
-                                       torch.optim.RMSprop])
+                                       torch.optim.RMSprop, torch.optim.Adagrad])
 def test_gate_group_steps_all_gates_at_once_like_one_step_each(optimizer):
-    """The gate group's multi-tensor (``foreach``) step gives the per-parameter step's gates."""
+    """The gate group's fused or multi-tensor (``foreach``) step gives the per-parameter
+    step's gates."""
     torch.manual_seed(0)
     gated = lumos.compile(_model(), (X[:2],))
     twin = copy.deepcopy(gated)
     groups = lumos.param_groups(gated, lr=1e-2)
-    assert groups[1]["foreach"] is True
+    assert groups[1]["foreach"] is True and groups[1]["fused"] is True
     twin_groups = lumos.param_groups(twin, lr=1e-2)
-    twin_groups[1]["foreach"] = False
+    twin_groups[1]["foreach"] = twin_groups[1]["fused"] = False
     opts = [optimizer(groups, lr=1e-2), optimizer(twin_groups, lr=1e-2)]
     for x, y in _batches():
         for model, opt in zip((gated, twin), opts):
@@ -170,3 +171,12 @@ def test_training_an_eval_mode_model_warns_once():
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message="lumos.penalty is being trained")
         (F.mse_loss(gated(x), y) + lumos.penalty(gated)).backward()
+
+
+def test_gate_group_is_fused_only_where_fused_kernels_run():
+    from lumos_fx.training import _fusable
+    assert _fusable(torch.zeros(2)) and _fusable(torch.zeros(2, dtype=torch.float64))
+    assert not _fusable(torch.zeros(2, device="meta"))
+    assert not _fusable(torch.zeros(2, dtype=torch.complex64))
+    gated = lumos.compile(_model(), (X[:2],)).to("meta")
+    assert "fused" not in lumos.param_groups(gated)[-1]

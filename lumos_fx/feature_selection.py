@@ -7,14 +7,20 @@ defends them against any penalty. Held-out data tells them apart.
 
 :func:`select_features` permutes each still-open input feature across the rows of
 every held-out batch (its values keep their distribution but lose their link to
-the target) and measures how much the held-out loss rises. A feature whose
-permutation does not raise the loss by at least ``z`` standard errors carries no
-information the model can use beyond its training set. The features that pass as
-uninformative are then permuted together, and the longest prefix (least harmful
-first) whose joint permutation still does not raise the loss is closed: their gates
-are set shut, so ``extract`` drops them. Nothing else changes; the model with those
-gates shut computes what ``extract`` returns, and a fine-tune lets the layers that
-read the features adapt to their absence.
+the target) and measures how much the held-out loss rises, with a standard error.
+A feature is dropped when both
+
+* its rise is not significant (below ``z`` standard errors): no evidence it helps;
+* its rise is small with confidence: ``rise + z * stderr`` is below ``tolerance``
+  times the rise from permuting every open feature at once. A model that does not
+  use its inputs yet (a collapsed one, awaiting a fine-tune) or too few held-out
+  samples to tell give wide or zero bounds, and nothing is dropped.
+
+The features that pass are then permuted together, and the longest prefix (smallest
+bound first) that passes the same two tests jointly is closed: their gates are set
+shut, so ``extract`` drops them. Nothing else changes; the model with those gates
+shut computes what ``extract`` returns, and a fine-tune lets the layers that read the
+features adapt to their absence.
 
 Example::
 
@@ -76,7 +82,11 @@ class FeatureSelection:
     held_out_loss: float = float("nan")
     joint_harm: float = 0.0
     joint_stderr: float = 0.0
+    #: the loss rise (and its standard error) with every tested feature permuted at once
+    total_harm: float = 0.0
+    total_stderr: float = 0.0
     z: float = 2.0
+    tolerance: float = 0.05
     samples: int = 0
 
     @property
@@ -98,9 +108,10 @@ def describe(test: dict) -> str:
     """A :meth:`FeatureSelection.to_dict` as a text table, most useful feature first."""
     scores = sorted(test["scores"], key=lambda s: -s["harm"])
     width = max([len(s["name"]) for s in scores] + [7])
-    lines = [f"held-out loss {test['held_out_loss']:.6g} over {test['samples']} samples; a "
-             f"feature is dropped when permuting it raises the loss by less than {test['z']:g} "
-             "standard errors",
+    lines = [f"held-out loss {test['held_out_loss']:.6g} over {test['samples']} samples, "
+             f"{test['total_harm']:.4g} higher with every feature permuted; a feature is dropped "
+             f"when permuting it raises the loss by less than {test['z']:g} standard errors and, "
+             f"with that confidence, by less than {test['tolerance']:g} of that",
              f"{'feature':<{width}}  {'loss rise':>11}  {'std err':>10}  decision"]
     for s in scores:
         lines.append(f"{s['name']:<{width}}  {s['harm']:>11.4g}  {s['stderr']:>10.3g}  "
@@ -108,9 +119,13 @@ def describe(test: dict) -> str:
     return "\n".join(lines)
 
 
-def _check(z, repeats, loss_fn) -> None:
+def _check(z, tolerance, repeats, loss_fn) -> None:
     if isinstance(z, bool) or not isinstance(z, (int, float)) or not (math.isfinite(z) and z > 0):
         raise InputError(f"z must be a positive number of standard errors, got {z!r}")
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not (
+            0 < tolerance < 1):
+        raise InputError(f"tolerance must be a fraction in (0, 1) of the loss rise with every "
+                         f"feature permuted, got {tolerance!r}")
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise InputError(f"repeats must be a positive int, got {repeats!r}")
     if not callable(loss_fn):
@@ -232,7 +247,8 @@ def _rise(held: _HeldOut, base: torch.Tensor, features, repeats: int) -> tuple[f
 
 
 def select_features(gated: nn.Module, held_out: Iterable, loss_fn: Callable, *, z: float = 2.0,
-                    repeats: int = 2, seed: int = 0) -> FeatureSelection:
+                    tolerance: float = 0.05, repeats: int = 2,
+                    seed: int = 0) -> FeatureSelection:
     """Close the input features that do not help the model on held-out data.
 
     Args:
@@ -242,15 +258,16 @@ def select_features(gated: nn.Module, held_out: Iterable, loss_fn: Callable, *, 
             permuted across the rows of each batch, so batches need at least two rows.
         loss_fn: ``loss_fn(output, target)``; a per-sample loss (``reduction="none"``)
             gives a sharper test than a batch mean, which counts as one sample.
-        z: a feature is dropped when permuting it raises the held-out loss by less than
-            ``z`` standard errors.
+        z: confidence, in standard errors, of both tests (see the module docstring).
+        tolerance: the largest share of the loss rise from permuting every feature that
+            the dropped features may carry, together, at the upper confidence bound.
         repeats: permutations averaged per feature.
         seed: seed of the permutations.
 
     Returns:
         A :class:`FeatureSelection`; the dropped features' gates are shut in place.
     """
-    _check(z, repeats, loss_fn)
+    _check(z, tolerance, repeats, loss_fn)
     root = unwrap(gated)
     positions, names, owner = _features(gated)
     batches = _batches(held_out)
@@ -261,16 +278,23 @@ def select_features(gated: nn.Module, held_out: Iterable, loss_fn: Callable, *, 
             held = _HeldOut(gated, root, batches, loss_fn, seed)
             base = held.losses([])
             result = FeatureSelection(held_out_loss=float(base.mean()), z=float(z),
-                                      samples=len(base))
+                                      tolerance=float(tolerance), samples=len(base))
+            total = _rise(held, base, list(positions.values()), repeats) if positions else (0., 0.)
+            result.total_harm, result.total_stderr = total
+            margin = tolerance * total[0]
+
+            def negligible(harm: float, err: float) -> bool:
+                return (harm < z * err or harm <= 0) and harm + z * err < margin
+
             tested = {slot: _rise(held, base, [feats], repeats) for slot, feats in positions.items()}
-            weak = sorted((s for s, (harm, err) in tested.items() if harm < z * err or harm <= 0),
-                          key=lambda s: tested[s][0])
+            weak = sorted((s for s, rise in tested.items() if negligible(*rise)),
+                          key=lambda s: tested[s][0] + z * tested[s][1])
             low, high, joint = 0, len(weak), (0.0, 0.0)
-            while low < high:              # the longest prefix whose joint permutation is harmless
+            while low < high:              # the longest prefix that is negligible jointly
                 mid = (low + high + 1) // 2
-                harm, err = _rise(held, base, [positions[s] for s in weak[:mid]], repeats)
-                if harm < z * err or harm <= 0:
-                    low, joint = mid, (harm, err)
+                rise = _rise(held, base, [positions[s] for s in weak[:mid]], repeats)
+                if negligible(*rise):
+                    low, joint = mid, rise
                 else:
                     high = mid - 1
             dropped = set(weak[:low])

@@ -54,8 +54,9 @@ def _seed(seed: int):
     np.random.seed(seed)
 
 
-# > 0: before extraction, lumos.select_features closes the input features whose permutation
-# does not raise the validation loss by this many standard errors. A trained baseline (S2)
+# > 0: before extraction, lumos.select_features (with this many standard errors of confidence)
+# closes the input features whose permutation does not raise the validation loss significantly
+# nor, at that confidence, by 5% of the rise from permuting them all. A trained baseline (S2)
 # learns to use noise inputs to fit its training set, and the training loss defends them.
 FEATURE_TEST_Z = 2.0
 

@@ -171,13 +171,11 @@ def penalty(gated: nn.Module) -> torch.Tensor:
     module = unwrap(gated)
     if hasattr(module, "lumos_budget"):
         value = budget_penalty(module)
-        if state.feature_cost:
-            value = value + feature_penalty(module)
     else:
         params, _ = module.lumos_cost.expected(module)
         value = params * (state.lam / module.lumos_cost.total_params)
-        if state.feature_cost:
-            value = value + feature_penalty(module)
+    if state.feature_cost:
+        value = value + feature_penalty(module)
     if value.requires_grad and not module.training and "_lumos_eval_warned" not in module.__dict__:
         value.register_hook(functools.partial(_warn_trained_in_eval, module))
     return value

@@ -118,9 +118,7 @@ class ExpectedCost(nn.Module):
     def expected(self, gated: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
         config = self._shared_config(gated)
         if config is not None and self._order:
-            gates = gated.lumos_gates
-            return _ExpectedFromGates.apply(self, config, False,
-                                            *[gates[key].log_alpha for key in self._order])
+            return self._from_gates(gated, config, with_now=False)
         return self.evaluate(self._open_probability(gated, config))
 
     def deterministic(self, gated: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
@@ -133,14 +131,19 @@ class ExpectedCost(nn.Module):
         in one batched pass; the expected entries carry gradients."""
         config = self._shared_config(gated)
         if config is not None and self._order:
-            gates = gated.lumos_gates
-            return _ExpectedFromGates.apply(self, config, True,
-                                            *[gates[key].log_alpha for key in self._order])
+            return self._from_gates(gated, config, with_now=True)
         q = self._open_probability(gated, config)
         with torch.no_grad():
             open_now = self.slots({k: (g.deterministic() > 0).to(q.dtype)
                                    for k, g in gated.lumos_gates.items()})
         return self.evaluate(torch.stack([q, open_now]))
+
+    def _from_gates(self, gated: nn.Module, config, with_now: bool):
+        """``expected`` (``with_now``: and what extract gives now) in one autograd node,
+        for gates that share ``config``."""
+        gates = gated.lumos_gates
+        return _ExpectedFromGates.apply(self, config, with_now,
+                                        *[gates[key].log_alpha for key in self._order])
 
     def _shared_config(self, gated: nn.Module):
         """The one GateConfig of all gates when they are all plain HardConcreteGates

@@ -58,7 +58,7 @@ from .errors import InputError
 from .naming import gates_by_name, group_names
 from .state import state_of, unwrap
 
-__all__ = ["select_features", "FeatureSelection", "FeatureScore", "describe"]
+__all__ = ["select_features", "FeatureSelection", "FeatureScore", "describe", "rule"]
 
 
 @dataclass
@@ -109,14 +109,19 @@ def describe(test: dict) -> str:
     scores = sorted(test["scores"], key=lambda s: -s["harm"])
     width = max([len(s["name"]) for s in scores] + [7])
     lines = [f"held-out loss {test['held_out_loss']:.6g} over {test['samples']} samples, "
-             f"{test['total_harm']:.4g} higher with every feature permuted; a feature is dropped "
-             f"when permuting it raises the loss by less than {test['z']:g} standard errors and, "
-             f"with that confidence, by less than {test['tolerance']:g} of that",
+             f"{test['total_harm']:.4g} higher with every feature permuted; {rule(test)}",
              f"{'feature':<{width}}  {'loss rise':>11}  {'std err':>10}  decision"]
     for s in scores:
         lines.append(f"{s['name']:<{width}}  {s['harm']:>11.4g}  {s['stderr']:>10.3g}  "
                      f"{'dropped' if s['dropped'] else 'kept'}")
     return "\n".join(lines)
+
+
+def rule(test: dict) -> str:
+    """The drop rule of a :meth:`FeatureSelection.to_dict`, in words."""
+    return (f"a feature is dropped when permuting it raises the loss by less than {test['z']:g} "
+            f"standard errors and, with that confidence, by less than {test['tolerance']:g} of "
+            "that")
 
 
 def _check(z, tolerance, repeats, loss_fn) -> None:

@@ -133,11 +133,12 @@ def _feature_test(test: dict | None) -> str:
                    f"<td>{s['harm']:.4g}</td><td>{s['stderr']:.3g}</td>"
                    f"<td>{'dropped' if s['dropped'] else 'kept'}</td></tr>"
                    for s in sorted(test["scores"], key=lambda s: -s["harm"]))
+    from .feature_selection import rule
     return (f'<p class="caption">Held-out test ({test["samples"]} samples, loss '
-            f'{test["held_out_loss"]:.4g}): the rise of the held-out loss when a feature is '
-            f'permuted; features rising less than {test["z"]:g} standard errors were '
-            "dropped.</p><table><tr><th>feature</th><th>loss rise</th><th>std err</th>"
-            f"<th>decision</th></tr>{rows}</table>")
+            f'{test["held_out_loss"]:.4g}, {test["total_harm"]:.4g} higher with every feature '
+            f'permuted): the rise of the held-out loss when a feature is permuted; '
+            f"{esc(rule(test))}.</p><table><tr><th>feature</th><th>loss rise</th>"
+            f"<th>std err</th><th>decision</th></tr>{rows}</table>")
 
 
 def _cell(items: list[str], limit: int = 4) -> str:

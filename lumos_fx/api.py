@@ -172,8 +172,7 @@ def penalty(gated: nn.Module) -> torch.Tensor:
     if hasattr(module, "lumos_budget"):
         value = budget_penalty(module)
     else:
-        params, _ = module.lumos_cost.expected(module)
-        value = params * (state.lam / module.lumos_cost.total_params)
+        value = module.lumos_cost.scaled_params(module, state.lam / module.lumos_cost.total_params)
     if state.feature_cost:
         value = value + feature_penalty(module)
     if value.requires_grad and not module.training and "_lumos_eval_warned" not in module.__dict__:

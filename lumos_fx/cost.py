@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .cost_quadratic import QuadraticCost
 from .gates import clamp_straight_through
 from .passes.build_groups import GroupPlan
 
@@ -97,9 +98,15 @@ class ExpectedCost(nn.Module):
                                 if not n.startswith("lumos_"))
         self.constant_params = self.total_params - sliced_params
         self.total_flops = total_flops
+        # one gate per position (the usual case): the cost is a quadratic form, 4 ops a pass
+        self.quadratic = (QuadraticCost.build([g[0] for g in gathers], base, term_dims, weights,
+                                              self.constant_params, slots)
+                          if all(len(g) == 1 for g in gathers) else None)
 
     def evaluate(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Expected (params, FLOPs) for slot probabilities ``q`` of shape ``(..., slots)``."""
+        if self.quadratic is not None:
+            return self.quadratic(q)                  # the constant is in its form
         params, flops = _Evaluate.apply(self, q)
         return params + self.constant_params, flops
 
@@ -116,10 +123,11 @@ class ExpectedCost(nn.Module):
         return self.evaluate(self.slots(probabilities))
 
     def expected(self, gated: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-        config = self._shared_config(gated)
-        if config is not None and self._order:
-            return self._from_gates(gated, config, with_now=False)
-        return self.evaluate(self._open_probability(gated, config))
+        closed = self._closed_form(gated)
+        if closed is None:
+            return self.evaluate(self._open_probability(gated, None))
+        values, slopes, link, _ = closed
+        return (values if link is None else torch.addmv(values, slopes, link)).unbind()
 
     def deterministic(self, gated: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
         """The (params, FLOPs) of the model ``extract`` would return now (before
@@ -127,23 +135,68 @@ class ExpectedCost(nn.Module):
         return self({k: (g.deterministic() > 0).float() for k, g in gated.lumos_gates.items()})
 
     def expected_and_deterministic(self, gated: nn.Module):
-        """``params, flops``, each ``[expected, what extract would give now]`` (shape 2),
-        in one batched pass; the expected entries carry gradients."""
-        config = self._shared_config(gated)
-        if config is not None and self._order:
-            return self._from_gates(gated, config, with_now=True)
-        q = self._open_probability(gated, config)
+        """``params, flops``, each ``[expected, what extract would give now]`` (shape 2);
+        the expected entries carry gradients."""
+        closed = self._closed_form(gated)
+        if closed is None:
+            q = self._open_probability(gated, None)
+            with torch.no_grad():
+                open_now = self.slots({k: (g.deterministic() > 0).to(q.dtype)
+                                       for k, g in gated.lumos_gates.items()})
+            return self.evaluate(torch.stack([q, open_now]))
+        values, slopes, link, q = closed
+        c = gated.lumos_gates.shared_config()
         with torch.no_grad():
-            open_now = self.slots({k: (g.deterministic() > 0).to(q.dtype)
-                                   for k, g in gated.lumos_gates.items()})
-        return self.evaluate(torch.stack([q, open_now]))
+            # deterministic() > 0  <=>  clamp(log_alpha) > log(-gamma/zeta)  <=>  q > this
+            open_now = (q > 1.0 / (1.0 + (-c.gamma / c.zeta) ** (c.beta - 1.0))).to(q.dtype)
+            now = torch.stack(self.evaluate(open_now))
+        expected = values if link is None else torch.addmv(values, slopes, link)
+        return torch.stack([expected, now], 1).unbind()
 
-    def _from_gates(self, gated: nn.Module, config, with_now: bool):
-        """``expected`` (``with_now``: and what extract gives now) in one autograd node,
-        for gates that share ``config``."""
-        gates = gated.lumos_gates
-        return _ExpectedFromGates.apply(self, config, with_now,
-                                        *[gates[key].log_alpha for key in self._order])
+    def scaled_params(self, gated: nn.Module, scale: float) -> torch.Tensor:
+        """``scale`` times the expected parameters (a 0-d tensor): the plain penalty.
+        Recorded: one ``dot`` with the gates' gradient link and an add."""
+        closed = self._closed_form(gated, metric=0, scale=scale)
+        if closed is None:
+            return self.expected(gated)[0] * scale
+        value, slope, link, _ = closed
+        return value if link is None else torch.dot(slope, link).add_(value)
+
+    def _closed_form(self, gated: nn.Module, metric: int | None = None, scale: float = 1.0):
+        """For gates that share one GateConfig (else None): ``[params, FLOPs]`` (or the
+        one ``metric``) times ``scale`` at the gates' open probabilities ``q`` (Eq. 5),
+        their derivatives with respect to the concatenated ``log_alpha`` (computed
+        without autograd), the bank's gradient link to attach them to (None without
+        gradients; see ``GateBank.link``) and ``q``."""
+        bank = gated.lumos_gates
+        config = bank.shared_config()
+        if config is None or not self._order:
+            return None
+        log_alphas = [bank[key].log_alpha for key in self._order]
+        link = bank.link(log_alphas)
+        c = config
+        with torch.no_grad():
+            q = torch.cat(log_alphas).clamp_(-c.log_alpha_limit, c.log_alpha_limit)
+            q = q.sub_(c.beta * math.log(-c.gamma / c.zeta)).sigmoid_()
+            if self.quadratic is not None:
+                values, grads = self.quadratic.value_and_gradient(q, metric, scale)
+            else:
+                values, grads = self._value_and_gradient(q)
+                values, grads = values * scale, grads * scale
+                if metric is not None:
+                    values, grads = values[metric], grads[metric]
+            grads.mul_(torch.addcmul(q, q, q, value=-1.0))              # dq = q (1 - q)
+        return values, grads, link, q
+
+    def _value_and_gradient(self, q: torch.Tensor):
+        """``[params, FLOPs]`` at ``q`` and their gradients with respect to ``q`` (2, slots),
+        by the product formula, without autograd."""
+        ctx = _Stash()
+        params, flops = _evaluate(ctx, self, q)
+        ones = torch.ones_like(params)
+        grads = [_evaluate_grad(ctx, ones, None, ctx.saved_tensors),
+                 _evaluate_grad(ctx, None, ones, ctx.saved_tensors)]
+        return torch.stack([params + self.constant_params, flops]), torch.stack(grads)
 
     def _shared_config(self, gated: nn.Module):
         """The one GateConfig of all gates when they are all plain HardConcreteGates
@@ -160,6 +213,13 @@ class ExpectedCost(nn.Module):
                              - config.beta * math.log(-config.gamma / config.zeta))
 
 
+class _Stash:
+    """Stands in for an autograd ``ctx`` where :func:`_evaluate` runs outside autograd."""
+
+    def save_for_backward(self, *tensors):
+        self.saved_tensors = tensors
+
+
 class _Evaluate(torch.autograd.Function):
     """``ExpectedCost.evaluate`` as one autograd node: the forward gathers and multiplies
     without recording, the backward is the product rule written out (a dozen tensor
@@ -173,39 +233,6 @@ class _Evaluate(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_params, grad_flops):
         return None, _evaluate_grad(ctx, grad_params, grad_flops, ctx.saved_tensors)
-
-
-class _ExpectedFromGates(torch.autograd.Function):
-    """``P(z != 0)`` of every gate (paper Eq. 5, from the concatenated ``log_alpha``,
-    clamped straight-through) and the expected (params, FLOPs) it gives, as one autograd
-    node: the penalty of a training step costs one node instead of a dozen. With
-    ``with_now`` each output has two rows: expected, and what ``extract`` gives now."""
-
-    @staticmethod
-    def forward(ctx, cost: ExpectedCost, config, with_now: bool, *log_alphas: torch.Tensor):
-        ctx.set_materialize_grads(False)
-        c = config
-        shift = c.beta * math.log(-c.gamma / c.zeta)
-        q = torch.cat(log_alphas).clamp_(-c.log_alpha_limit, c.log_alpha_limit)
-        q = q.sub_(shift).sigmoid_()
-        if with_now:
-            # deterministic() > 0  <=>  clamp(log_alpha) > log(-gamma/zeta)  <=>  q > threshold
-            threshold = 1.0 / (1.0 + (-c.gamma / c.zeta) ** (c.beta - 1.0))
-            rows = torch.stack([q, (q > threshold).to(q.dtype)])
-        else:
-            rows = q
-        params, flops = _evaluate(ctx, cost, rows)
-        ctx.with_now, ctx.sizes, ctx.q = with_now, [t.numel() for t in log_alphas], q
-        return params + cost.constant_params, flops
-
-    @staticmethod
-    def backward(ctx, grad_params, grad_flops):
-        grad = _evaluate_grad(ctx, grad_params, grad_flops, ctx.saved_tensors)
-        if grad is None:
-            return (None,) * (3 + len(ctx.sizes))
-        q = ctx.q
-        grad = (grad[0] if ctx.with_now else grad) * q * (1.0 - q)
-        return (None, None, None, *torch.split(grad, ctx.sizes))
 
 
 def _evaluate(ctx, cost: ExpectedCost, q: torch.Tensor):

@@ -53,9 +53,15 @@ class GateApply(nn.Module):
         return gate_multiplier(gates, None if direct else self.index)
 
     def forward(self, x: torch.Tensor, *gates: torch.Tensor) -> torch.Tensor:
-        multiplier = self.multiplier(*gates)
+        # (the common case inline: this runs for every gated input at every step)
+        multiplier = gates[0]
+        if not (self.identity and len(gates) == 1
+                and multiplier.numel() == self._buffers["index"].numel()):
+            multiplier = gate_multiplier(gates, self._buffers["index"])
         if multiplier.dtype != x.dtype:
             multiplier = multiplier.to(x.dtype)
+        if self.dim == self.rank - 1:           # broadcasting along the last dim: no view
+            return x * multiplier
         return x * multiplier.view(self.shape)
 
     def extra_repr(self) -> str:

@@ -1,4 +1,5 @@
 """The fused sampler of all gates must match the per-gate formula and its gradient."""
+import pytest
 import torch
 
 from lumos_fx.gate_bank import GateBank
@@ -60,3 +61,121 @@ def test_fused_sample_follows_a_custom_clamp_like_a_single_gate():
     expected = _reference(torch.cat([bank["a"].log_alpha, bank["b"].log_alpha]).detach(), u, config)
     torch.testing.assert_close(fused.detach(), expected)
     assert 0 < int((fused > 0).sum()) < 16
+
+
+def _gated(name="mlp"):
+    import lumos_fx as lumos
+    from tests.models.operators import ConvHead
+    torch.manual_seed(0)
+    if name == "mlp":
+        model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+        x = torch.randn(4, 6)
+    else:                                     # flattened positions: the general cost formula
+        model, x = ConvHead(), torch.randn(4, 2, 2, 2, 2)
+    gated = lumos.compile(model, example_inputs=(x,)).train()
+    assert (gated.lumos_cost.quadratic is None) == (name != "mlp")
+    with torch.no_grad():
+        for gate in lumos.gates(gated).values():
+            gate.log_alpha.uniform_(-10.0, 10.0)      # free, frozen and clamped gates
+    return gated, x
+
+
+def _gate_grads(gated):
+    import lumos_fx as lumos
+    grads = [g.log_alpha.grad.clone() for g in lumos.gates(gated).values()]
+    gated.zero_grad(set_to_none=True)
+    return grads
+
+
+def _links(gated):
+    bank = gated.lumos_gates
+    return bank, [bank[key].log_alpha for key in gated.lumos_cost._order]
+
+
+@pytest.mark.parametrize("name", ["mlp", "flatten"])
+def test_penalty_attaches_its_gradient_to_the_forwards_link(name):
+    """After a training forward the penalty attaches its closed-form gradient to the
+    forward's recorded gates (no recorded gate ops of its own); value and gradient equal
+    the penalty computed with a link of its own, for the plain penalty and the budget's
+    two-row cost, and the step-by-step formula's."""
+    import lumos_fx as lumos
+    gated, x = _gated(name)
+    bank, log_alphas = _links(gated)
+    cost = gated.lumos_cost
+    uses = [cost.expected, cost.expected_and_deterministic,
+            lambda gated: (lumos.penalty(gated), torch.zeros(()))]
+    for use in uses:
+        gated(x)
+        assert bank.link(log_alphas) is bank.__dict__["_last_link"].tensor
+        reused = use(gated)
+        (reused[0].sum() + 1e-2 * reused[1].sum()).backward()
+        via_forward = _gate_grads(gated)
+        bank.__dict__.pop("_last_link")
+        own = use(gated)
+        (own[0].sum() + 1e-2 * own[1].sum()).backward()
+        for a, b in zip(reused, own):
+            torch.testing.assert_close(a, b)
+        for a, b in zip(via_forward, _gate_grads(gated)):
+            torch.testing.assert_close(a, b)
+        assert any((g != 0).any() for g in via_forward)
+    recorded = cost.evaluate(cost._open_probability(gated, None))   # autograd end to end
+    (recorded[0] + 1e-2 * recorded[1]).backward()
+    reference = _gate_grads(gated)
+    closed = cost.expected(gated)
+    (closed[0] + 1e-2 * closed[1]).backward()
+    for a, b in zip(reference, _gate_grads(gated)):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_the_penalty_follows_the_gates_after_any_optimizer_step(fused):
+    """A fused Adam step changes log_alpha without bumping its version counter: the
+    penalty after it must still see the new gates (its values are never cached)."""
+    import lumos_fx as lumos
+    gated, x = _gated()
+    opt = torch.optim.Adam(gated.lumos_gates.parameters(), lr=0.5, fused=fused)
+    gated(x).sum().backward()
+    opt.step()
+    after_step = lumos.penalty(gated)
+    gated.lumos_gates.__dict__.pop("_last_link")
+    torch.testing.assert_close(after_step, lumos.penalty(gated))
+
+
+def test_the_link_is_reused_only_for_the_same_parameters():
+    import lumos_fx as lumos
+    gated, x = _gated()
+    bank, log_alphas = _links(gated)
+    gated(x)
+    last = bank.__dict__["_last_link"].tensor
+    assert bank.link(log_alphas) is last
+    assert bank.link(log_alphas[::-1]) is not last                      # another order
+    with torch.no_grad():
+        assert bank.link(log_alphas) is None                            # no gradients
+    gate = next(iter(bank.values()))
+    gate.log_alpha = torch.nn.Parameter(gate.log_alpha.detach().clone())  # replaced
+    assert bank.link(_links(gated)[1]) is not last
+    gated(x).sum().backward()                  # separate backwards of loss and penalty,
+    lumos.penalty(gated).backward()            # and the penalty again: the link saves
+    lumos.penalty(gated).backward()            # nothing a later backward needs
+
+
+def test_a_model_with_a_pending_link_copies_pickles_and_frees_it():
+    import copy
+    import gc
+    import pickle
+    import weakref
+    gated, x = _gated()
+    gated(x)
+    copied = copy.deepcopy(gated)
+    assert "_last_link" not in copied.lumos_gates.__dict__
+    assert "_last_link" not in pickle.loads(pickle.dumps(gated)).lumos_gates.__dict__
+    torch.testing.assert_close(copied.eval()(x), gated.eval()(x))
+    gated.train()
+    gc.disable()
+    try:                      # the link must not sit in a reference cycle with its graph
+        gated(x)
+        old = weakref.ref(gated.lumos_gates.__dict__["_last_link"].tensor)
+        gated(x)
+        assert old() is None
+    finally:
+        gc.enable()

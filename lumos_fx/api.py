@@ -25,6 +25,7 @@ from typing import Sequence
 
 import torch
 from torch import nn
+from torch.utils._pytree import tree_leaves
 
 from .budget import BudgetController, as_budget, budget_penalty, warn_if_off_budget
 from .cost import ExpectedCost
@@ -38,9 +39,10 @@ from .passes.shrink import shrink
 from .naming import gates_by_name
 from .state import LumosState, state_of, unwrap
 from .call_signature import CallSignature
-from .capture import capture
+from .capture import batch_of_two, capture, default_dynamic_dims
 from .prunability import check_prunable
 from .gated_module import GatedModule
+from .input_guard import InputShapes
 from .validate import (check_eval_identity as _check_eval_identity,
                        check_example_inputs as _check_example_inputs,
                        check_input_dims as _check_input_dims, check_lam as _check_lam,
@@ -118,12 +120,18 @@ def compile(model: nn.Module, example_inputs: Sequence[torch.Tensor] | None = No
     graphs = capture(work, example_inputs, dynamic_shapes=dynamic_shapes)
     for gm in graphs.values():
         propagate_shapes(gm, example_inputs)
+    input_shapes = InputShapes.from_graph(graphs[True]).merged(InputShapes.from_graph(graphs[False]))
+    if dynamic_shapes is None:      # a time dim an op's kernel fixed may still be free
+        args = batch_of_two(example_inputs, {})[0]
+        input_shapes = input_shapes.freeing_generic_dims(
+            work, graphs[False], args, [default_dynamic_dims(v) for v in tree_leaves(args)])
     input_dims = _check_input_dims(input_dims, graphs[False])
     plan = build_groups(graphs, input_dims)
     feature_cost = check_feature_cost(feature_cost, plan)
     keys = insert_gates(graphs, plan, gate_config)
     captured = tuple(n.target for n in graphs[False].graph.nodes if n.op == "placeholder")
     gated = GatedModule(graphs, None, type(model).__name__, CallSignature(model, captured))
+    gated.__dict__["input_shapes"] = input_shapes
     gated.add_module("lumos_cost", ExpectedCost(plan, keys, gated))
     if budget is not None:
         gated.add_module("lumos_budget", BudgetController(budget))

@@ -36,7 +36,7 @@ from torch.utils._pytree import tree_leaves, tree_map
 from .errors import TraceError
 from .pyg_capture import symbolic_graph_counts
 
-__all__ = ["BufferTracer", "capture", "default_dynamic_shapes"]
+__all__ = ["BufferTracer", "capture", "default_dynamic_dims", "default_dynamic_shapes"]
 
 # node.meta entries later passes read; the rest (FakeTensors, provenance) is dropped
 KEPT_META = ("nn_module_stack", "stack_trace", "tensor_meta", "lumos")
@@ -47,6 +47,11 @@ class BufferTracer(fx.Tracer):
 
     proxy_buffer_attributes = True
 
+    def __init__(self, *args, **kwargs):
+        from .input_guard import check_inputs      # an extracted model's input check stays
+        kwargs.setdefault("autowrap_functions", (check_inputs,))
+        super().__init__(*args, **kwargs)
+
 
 def default_dynamic_shapes(args: tuple, kwargs: dict):
     """``Dim.AUTO`` on dim 0 of every tensor argument (the batch, or a graph's nodes and
@@ -55,15 +60,19 @@ def default_dynamic_shapes(args: tuple, kwargs: dict):
     ties to a weight become constants, the rest stays dynamic. Image sizes stay as
     in the example (dynamic spatial sizes make capture several times slower)."""
     def spec(value):
-        if not isinstance(value, torch.Tensor) or value.dim() == 0:
-            return None
-        if not value.is_floating_point():
-            dims = range(value.dim())
-        else:
-            dims = (0, 1) if value.dim() == 3 else (0,)
-        return {d: torch.export.Dim.AUTO for d in dims}
+        dims = default_dynamic_dims(value)
+        return {d: torch.export.Dim.AUTO for d in dims} if dims else None
     # nested inputs (a dict or tuple of tensors) get the same structure of specs
     return tuple(tree_map(spec, a) for a in args), {k: tree_map(spec, v) for k, v in kwargs.items()}
+
+
+def default_dynamic_dims(value) -> tuple[int, ...]:
+    """The dims of one input :func:`default_dynamic_shapes` asks to be dynamic."""
+    if not isinstance(value, torch.Tensor) or value.dim() == 0:
+        return ()
+    if not value.is_floating_point():
+        return tuple(range(value.dim()))
+    return (0, 1) if value.dim() == 3 else (0,)
 
 
 def batch_of_two(args: tuple, kwargs: dict) -> tuple[tuple, dict]:

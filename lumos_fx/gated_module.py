@@ -76,7 +76,11 @@ class GatedModule(nn.Module):
     def forward(self, *args, **kwargs):
         if self.call_signature is not None:
             args, kwargs = self.call_signature.bind(args, kwargs)
-        return self._graphs[self.training](*args, **kwargs)
+        guard = self.__dict__.get("input_shapes")     # (absent in checkpoints before it)
+        graph_module = self._graphs[self.training]
+        if guard is not None:
+            guard.check_call(graph_module, args, kwargs)
+        return graph_module(*args, **kwargs)
 
     def __getstate__(self):
         state = self.__dict__.copy()

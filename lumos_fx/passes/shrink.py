@@ -40,6 +40,7 @@ import torch
 from torch import fx, nn
 
 from ..capture import BufferTracer
+from ..input_guard import InputShapes
 from ..rules.context import arg_at
 from ..state import state_of, unwrap
 from .codegen import rewrite_literals
@@ -297,6 +298,10 @@ def shrink(gated: nn.Module, inputs: str = "full", round_to: int = 1,
     _remove_silent_branches(gm, silent)
     rewrite_literals(gm, decisions)
     kept_inputs = _select_inputs(gm, state, decisions, inputs)
+    # with inputs="kept" an input's feature dim is as wide as the features kept
+    guard = work.__dict__.get("input_shapes") or InputShapes.from_graph(gm)
+    guard = guard.freeing({name: [dim] for name, (dim, _) in state.plan.inputs.items()
+                           if inputs == "kept"})
     for node in reversed(list(gm.graph.nodes)):   # the gate samples, then the bank
         if node.op == "call_module" and node.target == "lumos_gates":
             for user in list(node.users):
@@ -309,6 +314,7 @@ def shrink(gated: nn.Module, inputs: str = "full", round_to: int = 1,
     pruned = fx.GraphModule(gm, gm.graph, class_name=state.model_name)
     pruned._tracer_cls = BufferTracer
     lower_for_eager(pruned)
+    guard.insert_into(pruned)           # sizes the graph holds as constants are checked
     batch_norm_follows_mode(pruned)     # fine-tuning the extracted model uses batch statistics
     pruned.lumos_kept_inputs = kept_inputs
     pruned.lumos_input_mode = inputs

@@ -41,9 +41,16 @@ def _weights(ctx, node, weight_index: int = 1, bias_index: int = 2):
     return weight, bias
 
 
-def _produce(ctx, node, weight: str, size: int):
+def _produce(ctx, node, weight: str, size: int, dim: int = 0, by_caller: bool = False):
+    """The channels along ``dim`` of ``weight``: one set per weight and dim, so a weight
+    shared by two layers gives both the same channels, and a table tied to an output
+    layer (an embedding's columns, a decoder's rows) gives each dim its own. Named after
+    the weight's module, or ``by_caller`` the module that calls the op (a tied table has
+    one path, often the decoder's, but the embedding calls it)."""
     owner, _ = split_path(weight)
-    return ctx.produce(node, size, key=weight, name=owner or weight)
+    stack = (node.meta.get("nn_module_stack") or {}) if by_caller else {}
+    caller = next(reversed(stack.values()))[0] if stack else ""
+    return ctx.produce(node, size, key=f"{weight}:{dim}", name=caller or owner or weight)
 
 
 @REGISTRY.ops(aten.linear.default)
@@ -153,7 +160,7 @@ def conv_transpose(ctx, node):
     _pin_spatial(ctx, node, x)
     groups = _groups(node, 6)
     w_shape = ctx.shape(node.args[1])
-    rows = _produce(ctx, node, weight, w_shape[1] * groups)
+    rows = _produce(ctx, node, weight, w_shape[1] * groups, dim=1)
     positions = _batched_positions(ctx.shape(node.args[0]), 2)
     if groups == 1:
         cols = ctx.consume(node, 0, 1, fold=(*split_path(weight), 0), weight_arg=1)
@@ -177,7 +184,7 @@ def embedding(ctx, node):
         ctx.pin_inputs(node, f"{node.name}: embedding with a computed table")
         return {}
     ctx.pin_value(node.args[1], f"{node.name}: embedding indices")
-    cols = _produce(ctx, node, weight, ctx.shape(node.args[0])[1])
+    cols = _produce(ctx, node, weight, ctx.shape(node.args[0])[1], dim=1, by_caller=True)
     atom = feature_of(node.args[1])
     rows = gate_table(ctx, node, weight, atom) if atom is not None else None
     ctx.param(weight, {0: rows, 1: cols})

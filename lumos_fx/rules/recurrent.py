@@ -48,7 +48,8 @@ def recurrent(ctx, node):
     for d, lab in x.items():
         if d != last:
             ctx.pin(lab, f"{node.name}: a recurrent layer's time or batch dim carries channels")
-    hidden = ctx.produce(node, ctx.shape(params[1])[1], key=paths[1], name=split_path(paths[1])[0])
+    hidden = ctx.produce(node, ctx.shape(params[1])[1], key=f"{paths[1]}:1",
+                         name=split_path(paths[1])[0])
     rows = np.tile(hidden, _GATE_BLOCKS[node.target])
     steps = shape[1 if batch_first else 0] if len(shape) == 3 else shape[0]
     both = np.concatenate([hidden] * directions)

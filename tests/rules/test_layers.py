@@ -116,3 +116,36 @@ def test_padding_the_channel_dim_pins_it_and_stays_exact():
     assert "a" not in lumos.gates(gated)
     pruned = lumos.extract(gated)
     assert lumos.verify(gated, pruned, (torch.randn(3, 2, 5, 5),)) < 1e-6
+
+
+class TiedLanguageModel(nn.Module):
+    """An embedding table tied to the output layer, which has its own bias (BERT's
+    masked-LM head): the table's columns are the hidden channels, its rows the vocabulary."""
+
+    def __init__(self, hidden: int = 16, vocab: int = 40):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, hidden)
+        self.up, self.down = nn.Linear(hidden, 2 * hidden), nn.Linear(2 * hidden, hidden)
+        self.norm = nn.LayerNorm(hidden)
+        self.decoder = nn.Linear(hidden, vocab)
+        self.decoder.weight = self.embed.weight
+
+    def forward(self, ids):
+        h = self.embed(ids)
+        return self.decoder(self.norm(h + self.down(torch.relu(self.up(h)))))
+
+
+def test_tied_embedding_and_decoder_keep_rows_and_columns_apart():
+    torch.manual_seed(0)
+    model = TiedLanguageModel().eval()
+    ids = torch.randint(0, 40, (3, 5))
+    gated = lumos.compile(model, example_inputs=(ids,))
+    gates = lumos.gates(gated)
+    assert gates["up"].log_alpha.numel() == 32              # the MLP's hidden is prunable
+    assert gates["embed"].log_alpha.numel() == 16           # the residual stream, not pinned
+    with torch.no_grad():
+        gates["up"].log_alpha[:6] = -10.0
+        gates["embed"].log_alpha[:3] = -10.0
+    pruned = lumos.extract(gated)
+    assert pruned.decoder.bias.shape == (40,)
+    assert lumos.verify(gated, pruned, (torch.randint(0, 40, (2, 7)),)) < 1e-5

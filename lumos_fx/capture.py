@@ -247,6 +247,14 @@ _LUMOS_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 # (words in torch's message, what went wrong, the fix); first match wins
 _KNOWN = [
+    (("cache_utils",),
+     "the model returns a Hugging Face key/value cache, which torch.export cannot flatten.",
+     "build the model with use_cache=False (model.config.use_cache = False before compile); "
+     "the cache only speeds up generation one token at a time"),
+    (("in output, which is not a known type",),
+     "the model returns an object torch.export cannot flatten into tensors.",
+     "return tensors (or tuples, lists and dicts of them), or register the type with "
+     "torch.utils._pytree.register_pytree_node"),
     (("data-dependent", "GuardOnDataDependent", "Could not guard on data-dependent"),
      "Python control flow or a Python number depends on tensor values.",
      "select with torch.where(cond, a, b), use torch.cond for real branches, or keep the "
@@ -266,8 +274,8 @@ _KNOWN = [
 def explain(model: nn.Module, err: Exception, training: bool, args: tuple = ()) -> str:
     """The ``TraceError`` message for a failed export: the user's line and a remedy."""
     summary = traceback.extract_tb(err.__traceback__)
-    user = [fs for fs in summary
-            if not os.path.abspath(fs.filename).startswith((_TORCH_DIR, _LUMOS_DIR))]
+    user = [fs for fs in summary if not fs.filename.startswith("<")    # generated code
+            and not os.path.abspath(fs.filename).startswith((_TORCH_DIR, _LUMOS_DIR))]
     text = f"{type(err).__name__}: {err}"
     what, fix = "torch.export cannot capture this code.", (
         "rewrite the line without Python-level use of tensor values, or wrap the "

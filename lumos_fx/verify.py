@@ -38,12 +38,15 @@ def relative_error(expected, actual) -> float:
 def model_inputs(gated: nn.Module, inputs: tuple) -> tuple:
     """``inputs`` with floating tensors on the dtype and device of the gated model's
     parameters (after ``.double()`` or ``.to(device)``)."""
-    reference = next((p for name, p in gated.named_parameters()
-                      if not name.startswith("lumos_")), None)
-    if reference is None:
+    params = [p for name, p in gated.named_parameters() if not name.startswith("lumos_")]
+    if not params:
         return tuple(inputs)
+    # the dtype of the first real floating parameter: a complex spectral weight (an FNO's)
+    # may come first, and would turn real inputs complex
+    reference = next((p for p in params if p.is_floating_point()), params[0])
     return tuple(x.to(device=reference.device,
-                      dtype=reference.dtype if x.is_floating_point() else x.dtype)
+                      dtype=reference.dtype if x.is_floating_point() and
+                      reference.is_floating_point() else x.dtype)
                  if isinstance(x, torch.Tensor) else x for x in inputs)
 
 

@@ -144,12 +144,16 @@ def _hf_models():
         vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
         use_cache=False))     # a DynamicCache output is no tensor pytree: export refuses it
+    # Hugging Face's Conv1D: a weight stored (in, out) and read by addmm
+    gpt2 = transformers.GPT2Model(transformers.GPT2Config(
+        vocab_size=100, n_embd=32, n_layer=2, n_head=4, n_positions=64, use_cache=False))
     return {"bert": (bert, lambda b: (torch.randint(0, 100, (b, 16)),)),
+            "gpt2": (gpt2, lambda b: (torch.randint(0, 100, (b, 12)),)),
             "vit": (vit, lambda b: (torch.randn(b, 3, 32, 32),)),
             "llama": (llama, lambda b: (torch.randint(0, 100, (b, 10)),))}
 
 
-@pytest.mark.parametrize("name", ["bert", "vit", "llama"])
+@pytest.mark.parametrize("name", ["bert", "vit", "llama", "gpt2"])
 def test_hugging_face_models_compile_in_train_mode_and_extract_exactly(name):
     torch.manual_seed(0)
     model, make = _hf_models()[name]
@@ -160,7 +164,7 @@ def test_hugging_face_models_compile_in_train_mode_and_extract_exactly(name):
     with torch.no_grad():
         expected = model(*x).last_hidden_state
         torch.testing.assert_close(gated.eval()(*x).last_hidden_state, expected)
-    assert any(k in key for key in lumos.gates(gated) for k in ("intermediate", "fc1", "gate_proj"))
+    assert any(k in key for key in lumos.gates(gated) for k in ("intermediate", "fc1", "gate_proj", "c_fc"))
     randomize_gates(gated, seed=2)
     pruned = lumos.extract(gated)
     assert lumos.verify(gated, pruned, x) < 1e-5
@@ -319,3 +323,28 @@ def test_constants_lifted_from_either_mode_are_kept_apart_and_out_of_the_state_d
     assert set(gated.state_dict()) == {"fc.weight", "fc.bias", "lumos_gates.x.log_alpha",
                                        "lumos_apply.e0.index", "lumos_apply.t0.index"}
     assert lumos.verify(gated, lumos.extract(gated), (x,)) < 1e-6
+
+
+def test_a_returned_key_value_cache_names_use_cache_false():
+    transformers = pytest.importorskip("transformers")
+    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        vocab_size=50, n_embd=16, n_layer=1, n_head=2, n_positions=32))    # use_cache=True
+    with pytest.raises(lumos.TraceError, match="use_cache=False"):
+        lumos.compile(model, example_inputs=(torch.randint(0, 50, (2, 6)),))
+
+
+def test_a_returned_object_export_cannot_flatten_names_the_fix():
+    class Result:
+        def __init__(self, value):
+            self.value = value
+
+    class Wrapped(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3, 2)
+
+        def forward(self, x):
+            return Result(self.fc(x))
+
+    with pytest.raises(lumos.TraceError, match="register_pytree_node"):
+        lumos.compile(Wrapped(), example_inputs=(torch.randn(2, 3),))

@@ -63,30 +63,64 @@ def _real_input(node: fx.Node) -> bool:
     return hasattr(meta, "shape") and meta.dtype.is_floating_point and len(meta.shape) >= 2
 
 
+_LAST_DIM_READERS = ("linear", "matmul", "mm", "addmm", "bmm", "layer_norm", "embedding_bag",
+                     "lstm", "gru", "rnn_tanh", "rnn_relu")
+_DIM_ONE_READERS = ("conv", "batch_norm", "instance_norm", "group_norm")
+
+
 def feature_dim(node: fx.Node) -> int:
     """The dim of an input the model reads as channels: followed through ops that keep
-    dims in place (activations, dropout) to the first op that reads one dim, such as a
-    linear layer (the last dim: the ``F`` of ``(B, T, F)``) or a convolution (dim 1);
-    dim 1 when no such reader is found."""
+    dims in place (activations, dropout), move them (``transpose``, ``permute``) or
+    flatten the ones before the last (``x.reshape(-1, F)``) to the first op that reads
+    one dim, such as a linear layer or a recurrent one (the last dim: the ``F`` of
+    ``(B, T, F)``) or a convolution (dim 1); dim 1 when no such reader is found."""
     rank = len(node.meta["tensor_meta"].shape)
-    seen, frontier = set(), [node]
+    seen, frontier = set(), [(node, list(range(rank)))]     # (tensor, its dims' input dims)
     while frontier:
-        current = frontier.pop(0)
+        current, dims = frontier.pop(0)
         for user in current.users:
             if user in seen or user.op != "call_function":
                 continue
             seen.add(user)
             packet = getattr(user.target, "overloadpacket", None)
             name = getattr(packet, "__name__", "")
-            if name in ("linear", "matmul", "layer_norm", "embedding_bag"):
-                return rank - 1
-            if name.startswith(("conv", "batch_norm", "instance_norm", "group_norm")):
-                return 1
-            if REGISTRY.find(user.target) in (REGISTRY.pointwise, unary):
-                if user.meta.get("tensor_meta") is not None and \
-                        len(user.meta["tensor_meta"].shape) == rank:
-                    frontier.append(user)
+            # the operand a reader reads its channels from: addmm(bias, input, weight)
+            reads = user.args[1 if name == "addmm" else 0] is current
+            if reads and name in _LAST_DIM_READERS:
+                read = dims[-1]
+            elif reads and name.startswith(_DIM_ONE_READERS):
+                read = dims[1] if len(dims) > 1 else None
+            else:
+                moved = _moved_dims(user, name, dims, current)
+                if moved is not None:
+                    frontier.append((user, moved))
+                continue
+            return read if read is not None else 1
     return 1
+
+
+def _moved_dims(user: fx.Node, name: str, dims: list, current: fx.Node) -> list | None:
+    """Where the input's dims are in ``user``'s output, or None when it is not followed."""
+    meta = user.meta.get("tensor_meta")
+    shape = tuple(getattr(meta, "shape", ()) or ())
+    if not shape:
+        return None
+    if REGISTRY.find(user.target) in (REGISTRY.pointwise, unary):
+        return dims if len(shape) == len(dims) else None
+    if user.args[0] is not current:
+        return None
+    if name in ("transpose", "swapaxes") and len(user.args) >= 3:
+        a, b = (int(d) % len(dims) for d in user.args[1:3])
+        moved = list(dims)
+        moved[a], moved[b] = moved[b], moved[a]
+        return moved
+    if name == "permute":
+        return [dims[int(d) % len(dims)] for d in user.args[1]]
+    if name in ("view", "reshape", "_unsafe_view", "flatten"):
+        source = getattr(user.args[0].meta.get("tensor_meta"), "shape", None)
+        if source is not None and len(source) and shape[-1] == source[-1]:
+            return [None] * (len(shape) - 1) + [dims[-1]]      # the last dim stays whole
+    return None
 
 
 def _input_space(ctx: RuleContext, node: fx.Node, input_dims: dict):

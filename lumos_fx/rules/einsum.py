@@ -1,4 +1,4 @@
-"""Rules for ``einsum`` and ``matmul``: contractions over channel dims (DeepONet, FNO
+"""Rules for ``einsum``, ``matmul`` and ``addmm``: contractions over channel dims (DeepONet, FNO
 spectral weights, attention written as ``q @ k.transpose(-2, -1)``).
 
 Each letter of the equation is one channel space candidate. A letter kept in the
@@ -56,6 +56,22 @@ def matmul(ctx, node):
         return {}
     specs = [batch[:ra - 2] + "ij", (batch if rb > 2 else "") + "jk"]
     return contract(ctx, node, [a, b], [0, 1], specs, batch[:ra - 2] + "ik")
+
+
+@REGISTRY.ops(aten.addmm.default)
+def addmm(ctx, node):
+    """``bias + mat1 @ mat2`` (Hugging Face's ``Conv1D``, a weight stored ``(in, out)``):
+    the product as :func:`matmul`, a parameter ``bias`` of shape ``(out,)`` follows the
+    output channels; any other added tensor pins them."""
+    bias, mat1, mat2 = node.args[:3]
+    out = contract(ctx, node, [mat1, mat2], [1, 2], ["ij", "jk"], "ik")
+    if out.get(1) is not None and not (ctx.attr(bias) is not None and ctx.shape(bias) == (
+            ctx.shape(node)[1],)):
+        ctx.pin(out[1], f"{node.name}: addmm adds a tensor that is not a bias")
+    elif out.get(1) is not None:
+        ctx.param(ctx.attr(bias), {0: out[1]})
+    ctx.pin_value(bias, f"{node.name}: addmm's added tensor")
+    return out
 
 
 def contract(ctx, node, operands, arg_paths, specs, output):

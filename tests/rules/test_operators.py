@@ -106,3 +106,58 @@ def test_recurrent_hidden_size_is_one_group_and_shrinks_exactly(make):
     pruned = lumos.extract(gated)
     assert lumos.verify(gated, pruned, (torch.randn(3, 9, 6),)) < 1e-5
     assert _params(pruned) < _params(model)
+
+
+class AddmmMLP(nn.Module):
+    """Weights stored (in, out) and applied with addmm, as Hugging Face's Conv1D does,
+    over a (batch, time, features) input flattened to rows."""
+
+    def __init__(self):
+        super().__init__()
+        self.w1, self.b1 = nn.Parameter(torch.randn(6, 24) / 3), nn.Parameter(torch.randn(24))
+        self.w2, self.b2 = nn.Parameter(torch.randn(24, 3) / 5), nn.Parameter(torch.randn(3))
+
+    def forward(self, x):
+        rows = x.reshape(-1, x.shape[-1])
+        h = torch.relu(torch.addmm(self.b1, rows, self.w1))
+        return torch.addmm(self.b2, h, self.w2).view(*x.shape[:-1], 3)
+
+
+def test_addmm_with_weights_prunes_its_hidden_and_inputs_exactly():
+    torch.manual_seed(0)
+    model = AddmmMLP()
+    gated = lumos.compile(model, example_inputs=(torch.randn(4, 5, 6),))
+    assert {k: g.log_alpha.numel() for k, g in lumos.gates(gated).items()} == {"x": 6, "w1": 24}
+    with torch.no_grad():
+        for gate in lumos.gates(gated).values():
+            gate.log_alpha[::2] = -10.0
+    pruned = lumos.extract(gated)
+    assert pruned.w1.shape == (3, 12) and pruned.b1.shape == (12,) and pruned.w2.shape == (12, 3)
+    assert lumos.verify(gated, pruned, (torch.randn(2, 7, 6),)) < 1e-5
+
+
+class SpectralFirst(nn.Module):
+    """An FNO layer whose complex spectral weight is the model's first parameter."""
+
+    def __init__(self, c: int = 4, modes: int = 4):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(c, c, modes, dtype=torch.cfloat) / c)
+        self.lift, self.proj = nn.Conv1d(2, c, 1), nn.Conv1d(c, 1, 1)
+        self.modes = modes
+
+    def forward(self, x):
+        h = self.lift(x)
+        spectrum = torch.fft.rfft(h)
+        out = torch.zeros(h.shape[0], h.shape[1], h.shape[-1] // 2 + 1, dtype=torch.cfloat)
+        out[..., :self.modes] = torch.einsum("bix,iox->box", spectrum[..., :self.modes], self.w)
+        return self.proj(torch.relu(torch.fft.irfft(out, n=h.shape[-1]) + h))
+
+
+def test_a_complex_first_parameter_leaves_the_checks_real_inputs_real():
+    torch.manual_seed(0)
+    gated = lumos.compile(SpectralFirst().eval(), example_inputs=(torch.randn(3, 2, 32),))
+    with torch.no_grad():
+        for gate in lumos.gates(gated).values():
+            gate.log_alpha[:1] = -10.0
+    pruned = lumos.extract(gated)                  # verifies on the example inputs
+    assert lumos.verify(gated, pruned, (torch.randn(2, 2, 32),)) < 1e-5

@@ -1,0 +1,73 @@
+"""Which dim of an input is gated as its features."""
+import pytest
+import torch
+from torch import nn
+
+import lumos_fx as lumos
+from lumos_fx.capture import capture
+from lumos_fx.passes.build_groups import feature_dim
+from lumos_fx.passes.shape_prop import propagate_shapes
+
+
+class Recurrent(nn.Module):
+    def __init__(self, cls, batch_first: bool):
+        super().__init__()
+        self.rnn = cls(5, 12, batch_first=batch_first)
+        self.head = nn.Linear(12, 1)
+        self.batch_first = batch_first
+
+    def forward(self, x):
+        return self.head(self.rnn(x)[0][:, -1] if self.batch_first else self.rnn(x)[0][-1])
+
+
+class ChannelsLastSeries(nn.Module):
+    """(batch, time, features) moved to (batch, features, time) for a Conv1d."""
+
+    def __init__(self, permute: bool):
+        super().__init__()
+        self.conv = nn.Conv1d(5, 8, 3, padding=1)
+        self.head = nn.Linear(8, 1)
+        self.permute = permute
+
+    def forward(self, x):
+        x = x.permute(0, 2, 1) if self.permute else torch.relu(x).transpose(1, 2)
+        return self.head(self.conv(x).mean(-1))
+
+
+class FlattenedRows(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(5, 1)
+
+    def forward(self, x):
+        return self.fc(x.reshape(-1, x.shape[-1])).view(x.shape[0], -1)
+
+
+def _dim(model, x):
+    gm = capture(model, (x,))[False]
+    propagate_shapes(gm, (x,))
+    return feature_dim(next(n for n in gm.graph.nodes if n.op == "placeholder"))
+
+
+@pytest.mark.parametrize("model,shape,dim", [
+    (Recurrent(nn.LSTM, batch_first=True), (3, 7, 5), 2),
+    (Recurrent(nn.GRU, batch_first=True), (3, 7, 5), 2),
+    (ChannelsLastSeries(permute=True), (3, 7, 5), 2),
+    (ChannelsLastSeries(permute=False), (3, 7, 5), 2),
+    (FlattenedRows(), (3, 7, 5), 2),
+    (nn.Conv1d(7, 2, 1), (3, 7, 5), 1),
+], ids=["lstm", "gru", "permute-conv", "transpose-conv", "reshape-linear", "conv"])
+def test_the_features_are_the_dim_the_first_reader_reads(model, shape, dim):
+    assert _dim(model, torch.randn(*shape)) == dim
+
+
+def test_a_recurrent_models_input_features_are_gated_and_dropped_exactly():
+    torch.manual_seed(0)
+    model = Recurrent(nn.LSTM, batch_first=True).eval()
+    gated = lumos.compile(model, example_inputs=(torch.randn(4, 7, 5),))
+    assert lumos.gates(gated)["x"].log_alpha.numel() == 5
+    with torch.no_grad():
+        lumos.gates(gated)["x"].log_alpha[:2] = -10.0
+    pruned = lumos.extract(gated)
+    assert pruned.lumos_kept_inputs == {"x": [2, 3, 4]}
+    assert lumos.verify(gated, pruned, (torch.randn(2, 9, 5),)) < 1e-5

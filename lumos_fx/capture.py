@@ -72,7 +72,8 @@ def default_dynamic_dims(value) -> tuple[int, ...]:
         return ()
     if not value.is_floating_point():
         return tuple(range(value.dim()))
-    return (0, 1) if value.dim() == 3 else (0,)
+    # (a time dim of 1, really the channel of a (B, 1, L) signal, would be fixed anyway)
+    return (0, 1) if value.dim() == 3 and value.shape[1] > 1 else (0,)
 
 
 def batch_of_two(args: tuple, kwargs: dict) -> tuple[tuple, dict]:

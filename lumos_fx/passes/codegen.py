@@ -13,6 +13,7 @@ pruned model runs for any batch size without user patches:
   layer's zero state) follows the kept size of the channels written into it;
 * ``layer_norm`` - LayerNorm/RMSNorm over pruned channels keeps the original divisor;
 * ``groups`` - a depthwise convolution's ``groups`` follows its kept channels;
+* ``num_groups`` - so does a ``group_norm``'s with one channel per group;
 * ``mean`` - a ``mean`` over a channel dim becomes ``sum / original_count``,
   which is exact because closed channels are gated to zero.
 
@@ -121,6 +122,11 @@ def _groups(node: fx.Node, decisions) -> None:
         node.kwargs = {**node.kwargs, "groups": groups}
 
 
+def _num_groups(node: fx.Node, decisions) -> None:
+    """A per-channel ``group_norm``'s group count becomes its kept channel count."""
+    node.args = (node.args[0], len(decisions.kept(node.meta["lumos"]["groups"])), *node.args[2:])
+
+
 def _factory_size(node: fx.Node, decisions) -> None:
     """``aten.zeros([s0, C, M])`` that pruned channels were written into: ``C`` becomes
     the kept count."""
@@ -167,7 +173,8 @@ def _layer_norm(node: fx.Node, decisions) -> None:
 
 
 REWRITES = {"shape_args": _shape_args, "unflatten": _unflatten, "split": _split, "slice": _slice,
-            "mean": _mean, "groups": _groups, "factory_size": _factory_size,
+            "mean": _mean, "groups": _groups, "num_groups": _num_groups,
+            "factory_size": _factory_size,
             "layer_norm": _layer_norm}
 
 

@@ -3,7 +3,8 @@
 Per-channel normalizations (``aten.batch_norm``, ``aten.instance_norm``) are
 *followers*: their affine parameters and running statistics are sliced with
 the channels they normalize. ``layer_norm``/``rms_norm`` over the last dim gate
-their input and keep the original divisor on extraction (exact); group norm and
+their input and keep the original divisor on extraction (exact); group norm with one
+channel per group follows its channels like instance norm; larger groups and
 normalization over several dims would change when a channel disappears, so they
 pin the channels they read.
 
@@ -62,7 +63,24 @@ def layer_norm(ctx, node):
     return dict(x)
 
 
-@REGISTRY.ops(*packets("group_norm", "local_response_norm"))
+@REGISTRY.ops(aten.group_norm.default)
+def group_norm(ctx, node):
+    """``(x, num_groups, weight, bias, eps, ...)``. One channel per group normalizes each
+    channel alone, like InstanceNorm (Wav2Vec2's feature encoder): a follower whose
+    ``num_groups`` becomes the kept channel count. Larger groups mix channels: pinned."""
+    x = ctx.of(node.args[0]) or {}
+    if int(node.args[1]) != ctx.shape(node.args[0])[1]:
+        return channel_mixing_norm(ctx, node)
+    for d, lab in x.items():
+        if d != 1:
+            ctx.pin(lab, f"{node.name}: group_norm normalizes over a dim that carries channels")
+    _follow(ctx, node, [ctx.arg(node, 2, "weight"), ctx.arg(node, 3, "bias")], x.get(1))
+    if x.get(1) is not None:
+        node.meta.setdefault("lumos", {}).update(codegen="num_groups", groups=x[1])
+    return {1: x[1]} if x.get(1) is not None else {}
+
+
+@REGISTRY.ops(*packets("native_group_norm", "local_response_norm"))
 def channel_mixing_norm(ctx, node):
     ctx.pin_inputs(node, f"{node.name}: {node.target} mixes channels")
     return {}

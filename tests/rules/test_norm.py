@@ -49,3 +49,24 @@ def test_norm_over_several_dims_pins():
 
     gated = lumos.compile(Spatial(), example_inputs=(torch.randn(2, 3, 5, 5),))
     assert "conv" not in lumos.gates(gated)
+
+
+def test_group_norm_with_one_channel_per_group_follows_its_channels():
+    torch.manual_seed(0)
+    norm = nn.GroupNorm(16, 16)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5), norm.bias.uniform_(-0.5, 0.5)
+    model = nn.Sequential(nn.Conv1d(3, 16, 5), norm, nn.GELU(), nn.Conv1d(16, 8, 3)).eval()
+    gated = lumos.compile(model, example_inputs=(torch.randn(2, 3, 40),))
+    assert lumos.gates(gated)["0"].log_alpha.numel() == 16
+    with torch.no_grad():
+        lumos.gates(gated)["0"].log_alpha[::3] = -10.0
+    pruned = lumos.extract(gated)
+    assert getattr(pruned, "1").weight.shape == (10,)
+    assert lumos.verify(gated, pruned, (torch.randn(3, 3, 40),)) < 1e-5
+
+
+def test_group_norm_with_larger_groups_still_pins():
+    model = nn.Sequential(nn.Conv1d(3, 16, 5), nn.GroupNorm(4, 16), nn.Conv1d(16, 8, 3))
+    gated = lumos.compile(model, example_inputs=(torch.randn(2, 3, 40),))
+    assert "0" not in lumos.gates(gated)

@@ -8,7 +8,8 @@ that size is ``index.max().item() + 1``: an unbacked symbolic size, the same
 number at run time for any batch of graphs. PyG modules whose ``forward`` takes
 ``batch`` and ``batch_size`` (``GraphNorm``, ``InstanceNorm``, graph-mode
 ``LayerNorm``, ...) compute ``int(batch.max()) + 1`` themselves when no size is
-given; during capture they get the same symbolic size instead. Nothing changes
+given, and so do aggregation modules (``aggr.SumAggregation()(x, batch)``, SchNet's
+readout); during capture they get the same symbolic size instead. Nothing changes
 when PyG is not imported.
 
 Example::
@@ -53,6 +54,18 @@ def _symbolic_batch_size(forward):
     return wrapper
 
 
+def _symbolic_dim_size(call):
+    """``Aggregation.__call__(x, index, ptr, dim_size, dim, ...)`` (``SumAggregation``,
+    SchNet's readout) with the symbolic graph count for a missing ``dim_size``."""
+    @functools.wraps(call)
+    def wrapper(self, x, index=None, ptr=None, dim_size=None, *args, **kwargs):
+        if dim_size is None and ptr is None and index is not None and \
+                torch.compiler.is_compiling() and index.numel() > 0:
+            dim_size = index.max().item() + 1
+        return call(self, x, index, ptr, dim_size, *args, **kwargs)
+    return wrapper
+
+
 def _batch_size_modules() -> list[type]:
     """PyG module classes whose ``forward(..., batch, batch_size)`` sizes per-graph results."""
     classes = []
@@ -84,6 +97,10 @@ def symbolic_graph_counts():
                and getattr(m, "scatter", None) is original]
     patched += [(cls, "forward", vars(cls)["forward"], _symbolic_batch_size(vars(cls)["forward"]))
                 for cls in _batch_size_modules()]
+    aggregation = getattr(sys.modules.get("torch_geometric.nn.aggr.base"), "Aggregation", None)
+    if aggregation is not None:
+        call = vars(aggregation)["__call__"]
+        patched.append((aggregation, "__call__", call, _symbolic_dim_size(call)))
     try:
         for owner, name, _, new in patched:
             setattr(owner, name, new)

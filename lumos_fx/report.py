@@ -277,10 +277,7 @@ def report(gated: nn.Module, *, history=None, latency: dict | None = None) -> Re
         groups.append(GroupReport(names[group.index], kind, kept, group.size, role["producers"],
                                   role["consumers"], role["followers"], group.pinned, inert,
                                   state.keys.get(group.index)))
-    remaining = {name for name, _ in pruned.named_modules()}
-    removed = [name for name, mod in module.named_modules()
-               if name and not name.startswith("lumos_") and name not in remaining
-               and any(True for _ in mod.parameters(recurse=False))]
+    removed = _removed_layers(module, pruned)
     kept_features, dropped = {}, {}
     for name, indices in pruned.lumos_kept_inputs.items():
         names = state.feature_names.get(name, [])
@@ -295,6 +292,20 @@ def report(gated: nn.Module, *, history=None, latency: dict | None = None) -> Re
         removed_layers=removed, embeddings=_embedding_widths(module, pruned),
         history=records, latency=latency, layer_order=_layer_order(module, groups),
         feature_test=state.feature_test)
+
+
+def _removed_layers(gated: nn.Module, pruned: nn.Module) -> list[str]:
+    """Layers with parameters the pruned model no longer has under any of their names:
+    a module or parameter shared under two names (T5's ``shared`` embedding is also
+    ``encoder.embed_tokens``) lives on under the one the captured graph uses."""
+    remaining = {name for name, _ in pruned.named_modules()}
+    owners: dict[int, set[str]] = {}
+    for path, param in gated.named_parameters(remove_duplicate=False):
+        owners.setdefault(id(param), set()).add(path.rpartition(".")[0])
+    return [name for name, mod in gated.named_modules()
+            if name and not name.startswith("lumos_") and name not in remaining
+            and any(True for _ in mod.parameters(recurse=False))
+            and not any(owners[id(p)] & remaining for p in mod.parameters(recurse=False))]
 
 
 def _layer_order(gated: nn.Module, groups: list[GroupReport]) -> list[str]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 import lumos_fx as lumos
 from tests.test_exactness_zoo import randomize_gates
@@ -161,3 +162,30 @@ def test_twelve_gnn_kinds_compile_without_hints_and_extract_exactly(kind):
                                                      else (0,))} for t in data(0, 4))
     program = torch.export.export(pruned, data(0, 4), dynamic_shapes=dims)
     torch.testing.assert_close(program.module()(*other), pruned(*other))
+
+
+class AggregationReadout(nn.Module):
+    """Graph-level readout through PyG aggregation modules (SchNet's ``readout``)."""
+
+    def __init__(self):
+        super().__init__()
+        from torch_geometric.nn import aggr
+        self.lin = nn.Linear(4, 16)
+        self.sum, self.mean = aggr.SumAggregation(), aggr.MeanAggregation()
+        self.out = nn.Linear(32, 1)
+
+    def forward(self, x, batch):
+        h = torch.relu(self.lin(x))
+        return self.out(torch.cat([self.sum(h, batch), self.mean(h, batch)], -1))
+
+
+def test_aggregation_module_readouts_capture_with_any_number_of_graphs():
+    torch.manual_seed(0)
+    model = AggregationReadout().eval()
+    x, batch = torch.randn(10, 4), torch.tensor([0] * 4 + [1] * 6)
+    gated = lumos.compile(model, example_inputs=(x, batch))
+    x3, batch3 = torch.randn(12, 4), torch.tensor([0] * 3 + [1] * 4 + [2] * 5)
+    torch.testing.assert_close(gated.eval()(x3, batch3), model(x3, batch3))
+    with torch.no_grad():
+        lumos.gates(gated)["lin"].log_alpha[::2] = -10.0
+    assert lumos.verify(gated, lumos.extract(gated), (x3, batch3)) < 1e-5

@@ -102,3 +102,26 @@ def test_report_does_not_change_the_gated_model():
     after = gated.state_dict()
     assert before.keys() == after.keys()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+class SharedTable(nn.Module):
+    """One embedding module registered under two names (T5's ``shared`` is also
+    ``encoder.embed_tokens``); the captured graph reads it under the second."""
+
+    def __init__(self):
+        super().__init__()
+        self.shared = nn.Embedding(20, 8)
+        self.encoder = nn.ModuleDict({"embed_tokens": self.shared, "fc": nn.Linear(8, 8)})
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, ids):
+        return self.head(torch.relu(self.encoder["fc"](self.encoder["embed_tokens"](ids))))
+
+
+def test_a_layer_shared_under_two_names_is_not_reported_removed():
+    gated = lumos.compile(SharedTable(), example_inputs=(torch.randint(0, 20, (2, 5)),))
+    report = lumos.report(gated)
+    assert report.removed_layers == []
+    with torch.no_grad():
+        lumos.gates(gated)["encoder.fc"].log_alpha[:] = -10.0
+    assert "encoder.fc" in lumos.report(gated).removed_layers

@@ -137,9 +137,13 @@ def compile(model: nn.Module, example_inputs: Sequence[torch.Tensor] | None = No
         gated.add_module("lumos_budget", BudgetController(budget))
     reference = next(iter(work.parameters()), None)
     if reference is not None:
+        # a float64 model gets float64 gates (its gradients and penalty stay float64);
+        # half-precision models keep float32 gates, whose log_alpha and Adam need the range
+        wide = any(p.dtype == torch.float64 for p in work.parameters())
         for name in ("lumos_gates", "lumos_apply", "lumos_cost", "lumos_budget"):
             if hasattr(gated, name):
-                getattr(gated, name).to(device=reference.device)
+                getattr(gated, name).to(device=reference.device,
+                                        dtype=torch.float64 if wide else None)
     gated.__dict__["lumos_state"] = LumosState(
         plan=plan, keys=keys, config=gate_config or GateConfig(), lam=lam,
         # a private copy: a view would keep the user's whole tensor alive and see its changes

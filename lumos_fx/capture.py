@@ -31,9 +31,10 @@ import traceback
 
 import torch
 from torch import fx, nn
-from torch.utils._pytree import tree_leaves, tree_map
+from torch.utils._pytree import tree_flatten, tree_leaves, tree_map
 
 from .errors import TraceError
+from .input_guard import runs_at_another_size
 from .pyg_capture import symbolic_graph_counts
 
 __all__ = ["BufferTracer", "capture", "default_dynamic_dims", "default_dynamic_shapes"]
@@ -214,9 +215,18 @@ def _check_batch_stayed_dynamic(program, model: nn.Module, args: tuple, kwargs: 
                   if isinstance(v, torch.Tensor) and v.dim()), None)
     user_inputs = [n for n in program.graph.nodes if n.op == "placeholder"
                    and n.name in program.graph_signature.user_inputs]
-    static = [n.name for n in user_inputs if hasattr(n.meta.get("val"), "shape")
+    static = [(i, n.name) for i, n in enumerate(user_inputs) if hasattr(n.meta.get("val"), "shape")
               and n.meta["val"].dim() and _is_constant(n.meta["val"].shape[0])
               and int(n.meta["val"].shape[0]) == batch]
+    flat, spec = tree_flatten(args)
+    if static and not kwargs and len(flat) == len(user_inputs):
+        # an op's kernel may fix a dim 0 the graph never reads: the time of a (T, B, F)
+        # input to nn.LSTM. Not an error when the graph runs exactly with it one longer.
+        unlifted = program.module(check_guards=False)
+        graph = fx.GraphModule(unlifted, unlifted.graph)    # without its input-size check
+        static = [(i, name) for i, name in static
+                  if not runs_at_another_size(model, graph, flat, spec, i, 0)]
+    static = [name for _, name in static]
     if batch is None or not static:
         return
     def uses_batch(arg) -> bool:

@@ -108,7 +108,7 @@ class InputShapes:
         for i, dims in enumerate(requested):
             for d in dims:
                 if shapes[i] is not None and d < len(shapes[i]) and shapes[i][d] is not None \
-                        and _generic(model, gm, flat, spec, i, d):
+                        and runs_at_another_size(model, gm, flat, spec, i, d):
                     shapes[i] = shapes[i][:d] + (None,) + shapes[i][d + 1:]
         return InputShapes(self.names, shapes, self.positional)
 
@@ -162,8 +162,10 @@ def _check(names: tuple, fixed: tuple, inputs: Sequence) -> None:
                     f"Dim = torch.export.Dim (one dict per input)")
 
 
-def _generic(model: nn.Module, gm: fx.GraphModule, flat: list, spec, i: int, d: int) -> bool:
-    """Whether ``gm`` and ``model`` agree with flat input ``i`` one longer in dim ``d``."""
+def runs_at_another_size(model: nn.Module, gm: nn.Module, flat: list, spec, i: int,
+                         d: int) -> bool:
+    """Whether ``gm`` computes what ``model`` does with flat input ``i`` (of the
+    arguments ``tree_unflatten(flat, spec)``) one longer in dim ``d``."""
     x = flat[i]
     inputs = list(flat)
     inputs[i] = torch.cat([x, x.narrow(d, x.shape[d] - 1, 1)], d)

@@ -44,6 +44,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .errors import InputError
+from .flop_formulas import EXTRA_FLOP_FORMULAS
 from .monitor import check_history
 from .naming import group_names
 from .passes.shrink import Decisions, shrink
@@ -51,11 +52,13 @@ from .state import state_of, unwrap
 
 
 def count_flops(module: nn.Module, inputs: tuple) -> int:
-    """FLOPs of one forward pass (matmul/conv/attention, as FlopCounterMode counts)."""
+    """FLOPs of one forward pass (matmul/conv/attention, as FlopCounterMode counts, and
+    recurrent layers: :mod:`lumos_fx.flop_formulas`)."""
     was_training = module.training
     module.eval()
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        with torch.no_grad(), FlopCounterMode(display=False,
+                                              custom_mapping=EXTRA_FLOP_FORMULAS) as counter:
             module(*inputs)
     finally:
         module.train(was_training)

@@ -1,6 +1,9 @@
 """The fused sampler of all gates must match the per-gate formula and its gradient."""
 import pytest
 import torch
+from torch import nn
+
+import lumos_fx as lumos
 
 from lumos_fx.gate_bank import GateBank
 from lumos_fx.gates import GateConfig, HardConcreteGate
@@ -179,3 +182,23 @@ def test_a_model_with_a_pending_link_copies_pickles_and_frees_it():
         assert old() is None
     finally:
         gc.enable()
+
+
+def test_a_float64_model_gets_float64_gates_and_an_exact_penalty_gradient():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 6), nn.ReLU(), nn.Linear(6, 1)).double()
+    gated = lumos.compile(model, example_inputs=(torch.randn(4, 3, dtype=torch.float64),))
+    gate = lumos.gates(gated)["0"]
+    assert gate.log_alpha.dtype == torch.float64
+    with torch.no_grad():
+        gate.log_alpha.copy_(torch.linspace(-2.0, 2.0, 6, dtype=torch.float64))
+    lumos.penalty(gated).backward()
+    analytic = gate.log_alpha.grad[2].item()
+    step = 1e-6
+    values = []
+    for sign in (1, -1):
+        with torch.no_grad():
+            gate.log_alpha[2] += sign * step
+            values.append(lumos.penalty(gated).item())
+            gate.log_alpha[2] -= sign * step
+    assert abs((values[0] - values[1]) / (2 * step) - analytic) < 1e-7 * max(1.0, abs(analytic))

@@ -116,3 +116,27 @@ def test_guard_merges_and_frees_by_name():
     assert a.merged(b).shapes == ((2, 3, 4), None)
     assert a.freeing({"x": [1]}).shapes == ((None, None, 4), None)
     a.check([torch.zeros(5, 3, 4), 7])
+
+
+class TimeFirst(nn.Module):
+    """A (time, batch, features) GRU: the kernel fixes dim 0, which is not the batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.GRU(5, 12)
+        self.head = nn.Linear(12, 1)
+
+    def forward(self, x):
+        return self.head(self.rnn(x)[0][-1])
+
+
+def test_a_time_first_recurrent_model_compiles_for_any_length_and_batch():
+    torch.manual_seed(0)
+    model = TimeFirst().eval()
+    gated = lumos.compile(model, example_inputs=(torch.randn(7, 3, 5),))
+    assert gated.input_shapes.shapes == ((None, None, 5),)
+    assert lumos.gates(gated)["x"].log_alpha.numel() == 5
+    x = torch.randn(11, 2, 5)
+    torch.testing.assert_close(gated.eval()(x), model(x))
+    _close_some(gated)
+    assert lumos.verify(gated, lumos.extract(gated), (x,)) < 1e-5

@@ -125,3 +125,18 @@ def test_a_layer_shared_under_two_names_is_not_reported_removed():
     with torch.no_grad():
         lumos.gates(gated)["encoder.fc"].log_alpha[:] = -10.0
     assert "encoder.fc" in lumos.report(gated).removed_layers
+
+
+def test_a_recurrent_layers_flops_are_counted():
+    class Regressor(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = nn.LSTM(5, 12, batch_first=True)
+            self.head = nn.Linear(12, 1)
+
+        def forward(self, x):
+            return self.head(self.rnn(x)[0][:, -1])
+
+    x = torch.randn(4, 7, 5)
+    flops = lumos.report(lumos.compile(Regressor(), example_inputs=(x,))).flops_before
+    assert flops == 2 * 4 * 7 * 48 * (5 + 12) + 2 * 4 * 12     # the LSTM's products + the head

@@ -148,3 +148,10 @@ def test_compile_keeps_a_private_copy_of_the_example_inputs():
     data.zero_()
     assert kept.abs().sum() > 0 and kept.shape == (8, 20)
     assert kept.untyped_storage().nbytes() == 8 * 20 * 4
+
+
+def test_a_failing_example_input_names_the_ops_own_error():
+    model = torch.nn.Sequential(torch.nn.Embedding(10, 4), torch.nn.Linear(4, 2))
+    with pytest.raises(lumos.InputError, match="IndexError: index out of range") as info:
+        lumos.compile(model, example_inputs=(torch.tensor([[1, 2, 12]]),))
+    assert "nn_module_stack" not in str(info.value)       # not the node's whole meta

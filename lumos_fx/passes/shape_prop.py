@@ -40,13 +40,17 @@ class _Prop(ShapeProp):
         try:
             return super().run_node(n)
         except Exception as err:
+            cause, seen = err, {id(err)}    # ShapeProp wraps the op's error in a message
+            while cause.__cause__ is not None and id(cause.__cause__) not in seen:  # with all meta
+                cause = cause.__cause__
+                seen.add(id(cause))
             where = n.meta.get("stack_trace", "").strip().splitlines()
             source = f" (model code: {where[-2].strip()} {where[-1].strip()})" if len(where) > 1 \
                 else ""
             raise InputError(
                 f"the model fails on the example inputs "
                 f"({describe_inputs(self.example_inputs)}) at `{n.format_node()}`{source}: "
-                f"{err}. Pass example_inputs with the shapes and dtypes the model is called "
+                f"{type(cause).__name__}: {cause}. Pass example_inputs with the shapes and dtypes the model is called "
                 f"with, e.g. example_inputs=(x_batch,).") from err
 
 

@@ -113,6 +113,7 @@ def _fold_gates(gm, state, decisions) -> dict[str, list[int]]:
             _set(module, name, weight, weight.detach() * scale.view(view))
             folded.add((path, use.within is None))
 
+    unscaled = _read_unscaled(gm, state)      # (decided before any rewrite)
     for node in list(gm.graph.nodes):
         meta = node.meta.get("lumos", {})
         if meta.get("use") is None or not str(node.target).startswith("lumos_apply."):
@@ -120,7 +121,7 @@ def _fold_gates(gm, state, decisions) -> dict[str, list[int]]:
         use = state.plan.consumers[meta["use"]]
         values = decisions.values(use.labels)
         source = node.args[0]
-        if use.fold is not None:
+        if use.fold is not None and use.fold[:2] not in unscaled:
             fold(use, values)
             node.replace_all_uses_with(_select_positions(gm, node, use, decisions)
                                        if use.within is not None else source)
@@ -132,7 +133,7 @@ def _fold_gates(gm, state, decisions) -> dict[str, list[int]]:
             else:
                 buffer = f"lumos_scale_{node.name}"
                 shape = [1] * node.meta["tensor_meta"].shape.__len__()
-                shape[use.dim] = -1
+                shape[gm.get_submodule(node.target).dim] = -1      # (a weight's: the fold dim)
                 gm.register_buffer(buffer, torch.as_tensor(
                     constants, dtype=node.meta["tensor_meta"].dtype).view(shape))
                 with gm.graph.inserting_before(node):
@@ -147,6 +148,24 @@ def _fold_gates(gm, state, decisions) -> dict[str, list[int]]:
                       "no signal until a fine-tune of the extracted model trains them",
                       stacklevel=4)
     return {name: shapes[name] for name in silent}
+
+
+def _read_unscaled(gm, state) -> set[tuple[str, str]]:
+    """The ``(owner, name)`` of weights gates fold into that an embedding also reads: a
+    table tied to the output layer. Folding would scale the table's lookups too; the
+    gates on such a weight stay a multiply."""
+    folds = {}      # weight path -> its (owner, name)
+    for use in state.plan.consumers:
+        if use.fold is not None:
+            owner, name, _ = use.fold
+            folds[f"{owner}.{name}" if owner else name] = (owner, name)
+    found = set()
+    for node in gm.graph.nodes:
+        if node.op != "get_attr" or node.target not in folds:
+            continue
+        if any(user.target is aten.embedding.default for user in node.users):
+            found.add(folds[node.target])
+    return found
 
 
 def _positions(use, decisions) -> tuple[np.ndarray, np.ndarray]:

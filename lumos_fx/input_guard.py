@@ -58,10 +58,10 @@ class InputShapes:
                            for i, s in enumerate(self.shapes) if s is not None)
 
     @classmethod
-    def from_graph(cls, gm: fx.GraphModule, free: dict[str, Sequence[int]] | None = None):
+    def from_graph(cls, gm: fx.GraphModule):
         """The sizes of ``gm``'s placeholders as captured (``node.meta["tensor_meta"]``),
-        free where ``node.meta["lumos"]["symbolic"]`` says the size is dynamic and on
-        the dims ``free`` names per input."""
+        free where ``node.meta["lumos"]["symbolic"]`` says the size is dynamic (see
+        :meth:`freeing` for more)."""
         names, shapes = [], []
         for node in gm.graph.nodes:
             if node.op != "placeholder":
@@ -72,7 +72,6 @@ class InputShapes:
                 shapes.append(None)
                 continue
             dynamic = set(node.meta.get("lumos", {}).get("symbolic", {}))
-            dynamic |= set((free or {}).get(node.target, ()))
             shapes.append(tuple(None if d in dynamic else int(n)
                                 for d, n in enumerate(meta.shape)))
         spec = getattr(gm, "_in_spec", None)

@@ -64,7 +64,8 @@ def _real_input(node: fx.Node) -> bool:
 
 
 _LAST_DIM_READERS = ("linear", "matmul", "mm", "addmm", "bmm", "layer_norm", "embedding_bag",
-                     "lstm", "gru", "rnn_tanh", "rnn_relu")
+                     "lstm", "gru", "rnn_tanh", "rnn_relu", "lstm_cell", "gru_cell",
+                     "rnn_tanh_cell", "rnn_relu_cell")
 _DIM_ONE_READERS = ("conv", "batch_norm", "instance_norm", "group_norm")
 
 

@@ -248,6 +248,8 @@ def _remove_silent_branches(gm, silent: dict[str, list[int]]) -> None:
         if node.meta.get("lumos", {}).get("table_of_feature"):
             _drop_table(gm, node)
             continue
+        if not hasattr(node.meta.get("tensor_meta"), "shape"):
+            continue        # several outputs (an LSTM cell's h and c): the layer stays
         sources = _symbolic_sources(gm, node)
         if sources is None:
             continue        # a dynamic size not computable from the inputs: the branch stays

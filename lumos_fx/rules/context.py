@@ -152,6 +152,37 @@ class RuleContext:
             return None
         return self.attr(value) if shape[dim] == size else None
 
+    def weight_view(self, value: Any) -> tuple[str, list[int]] | None:
+        """``(path, dims)`` when ``value`` is a parameter or buffer, or a transpose of one
+        (``w.t()``, ``w.T``, ``w.mT``, ``w.transpose(a, b)``, ``w.permute(...)``, also
+        through casts): ``dims[d]`` is the parameter's dim that ``value``'s dim ``d`` is.
+        None for any other tensor."""
+        path = self.attr(value)
+        if path is not None:
+            return path, list(range(len(self.shape(value) or ())))
+        if not isinstance(value, fx.Node) or value.op != "call_function" or not value.args:
+            return None
+        inner = self.weight_view(value.args[0])
+        if inner is None:
+            return None
+        path, dims = inner
+        name = getattr(getattr(value.target, "overloadpacket", None), "__name__", "")
+        rank = len(dims)
+        if is_copy(value):
+            return inner
+        if name in ("t", "numpy_T"):
+            return path, dims[::-1]
+        swap = {"mT": (-2, -1), "transpose": tuple(value.args[1:3]),
+                "swapaxes": tuple(value.args[1:3]), "swapdims": tuple(value.args[1:3])}.get(name)
+        if swap is not None and rank >= 2 and len(swap) == 2:
+            a, b = (int(d) % rank for d in swap)
+            dims = list(dims)
+            dims[a], dims[b] = dims[b], dims[a]
+            return path, dims
+        if name == "permute" and len(value.args) > 1 and len(value.args[1]) == rank:
+            return path, [dims[int(p) % rank] for p in value.args[1]]
+        return None
+
     def tensor(self, value: Any):
         path = self.attr(value)
         if path is None:

@@ -7,7 +7,8 @@ a follower and is sliced along); a letter only a parameter has creates the outpu
 channels, like a linear layer's rows. A contracted letter is a sum of products,
 so zero-padding invariant: the channels are gated at an activation operand and,
 when a parameter also has the letter, the gate folds into it on extraction
-(``einsum("bix,iox->box", x, w)`` is a linear layer over ``i``; DeepONet's
+(``einsum("bix,iox->box", x, w)`` is a linear layer over ``i``, and so is
+``x @ w.t()``; DeepONet's
 ``einsum("bi,bi->b", branch, trunk)`` gates ``branch``).
 
 Example::
@@ -76,38 +77,40 @@ def addmm(ctx, node):
 
 def contract(ctx, node, operands, arg_paths, specs, output):
     """The channel facts of a contraction ``specs -> output`` over ``operands``
-    (``arg_paths``: where each operand sits in ``node.args``)."""
+    (``arg_paths``: where each operand sits in ``node.args``). An operand that is a
+    parameter, or a transpose of one (``x @ w.t()``), is a weight: sliced, never gated."""
     uses: dict[str, list[tuple[int, int]]] = {}
     for k, spec in enumerate(specs):
         for d, letter in enumerate(spec):
             uses.setdefault(letter, []).append((k, d))
     sizes = {letter: ctx.shape(operands[k])[d] for letter, ((k, d), *_) in uses.items()}
+    weights = [ctx.weight_view(o) for o in operands]
     out, param_dims = {}, {}
     for letter, places in uses.items():
-        labels = _unified(ctx, node, operands, places)
-        params = [(k, d) for k, d in places if ctx.attr(operands[k]) is not None]
+        labels = _unified(ctx, node, operands, places, weights)
+        params = [(k, d) for k, d in places if weights[k] is not None]
         if labels is None and letter in output and params and \
                 len(params) == len(places):        # only a weight has it: new channels
             k, d = params[0]
-            path = ctx.attr(operands[k])
-            labels = ctx.produce(node, sizes[letter], key=f"{path}:{d}",
+            path, dims = weights[k]
+            labels = ctx.produce(node, sizes[letter], key=f"{path}:{dims[d]}",
                                  name=split_path(path)[0] or path)
         if labels is None:
             continue
         if letter in output:
             out[output.index(letter)] = labels
         else:
-            _consume(ctx, node, operands, arg_paths, places, params, labels)
+            _consume(ctx, node, operands, arg_paths, places, params, labels, weights)
         for k, d in params:
-            param_dims.setdefault(k, {})[d] = labels
+            param_dims.setdefault(k, {})[weights[k][1][d]] = labels
     for k, dims in param_dims.items():        # one record per weight, all its labeled dims
         others = [s for letter, s in sizes.items() if letter not in specs[k]]
         flops = 2.0 * math.prod(others) / max(sizes.get(specs[0][0], 1), 1)
-        ctx.param(ctx.attr(operands[k]), dims, flops_per_entry=flops)
+        ctx.param(weights[k][0], dims, flops_per_entry=flops)
     return out
 
 
-def _unified(ctx, node, operands, places):
+def _unified(ctx, node, operands, places, weights):
     """The labels of a letter, unified over the operands that carry it."""
     found = [(ctx.of(operands[k]) or {}).get(d) for k, d in places]
     labeled = [lab for lab in found if lab is not None]
@@ -116,18 +119,19 @@ def _unified(ctx, node, operands, places):
     for lab in labeled[1:]:
         ctx.unify(labeled[0], lab, f"{node.name}: einsum joins fixed channels")
     for (k, d), lab in zip(places, found):
-        if lab is None and ctx.attr(operands[k]) is None and ctx.shape(operands[k])[d] != 1:
+        if lab is None and weights[k] is None and ctx.shape(operands[k])[d] != 1:
             ctx.pin(labeled[0], f"{node.name}: einsum with an unlabeled tensor")
     return labeled[0]
 
 
-def _consume(ctx, node, operands, arg_paths, places, params, labels):
+def _consume(ctx, node, operands, arg_paths, places, params, labels, weights):
     """Gate a contracted channel dim at its first labeled activation operand."""
     for k, d in places:
-        if ctx.attr(operands[k]) is None and (ctx.of(operands[k]) or {}).get(d) is not None:
+        if weights[k] is None and (ctx.of(operands[k]) or {}).get(d) is not None:
             fold = None
             if params:
                 pk, pd = params[0]
-                fold = (*split_path(ctx.attr(operands[pk])), pd)
+                path, dims = weights[pk]
+                fold = (*split_path(path), dims[pd])
             ctx.consume(node, arg_paths[k], d, fold=fold)
             return

@@ -1,4 +1,5 @@
-"""Rule for recurrent layers (``aten.lstm``, ``aten.gru``, ``aten.rnn_tanh``/``rnn_relu``).
+"""Rules for recurrent layers (``aten.lstm``, ``aten.gru``, ``aten.rnn_tanh``/``rnn_relu``)
+and their one-step cells (``nn.LSTMCell``, ``nn.GRUCell``, ``nn.RNNCell``).
 
 The hidden size is one channel group for every layer and direction (PyTorch's
 recurrent ops take one hidden size). Hidden channel ``j`` owns rows ``j, H + j, ...``
@@ -11,6 +12,13 @@ the input features through its ``weight_ih`` columns. Zero initial states that
 the module creates (``torch.zeros(layers, batch, H)``) follow the kept size
 (see :mod:`lumos_fx.rules.factory`).
 
+A cell's state input ``hx`` is a tensor of the model's (AttentiveFP feeds the
+previous node states to a ``GRUCell``): its channels are the hidden ones, so its
+group joins the hidden group. The cell reads it through ``weight_hh`` columns
+(gated) and, for a GRU's ``z * h`` and an LSTM's ``f * c``, elementwise into the
+same hidden channel only, whose output every consumer gates: closing channel ``j``
+still leaves nothing that reads it.
+
 Example::
 
     >>> import torch
@@ -18,6 +26,8 @@ Example::
     >>> from lumos_fx.rules.recurrent import recurrent
     >>> REGISTRY.find(torch.ops.aten.lstm.input) is recurrent
     True
+    >>> REGISTRY.find(torch.ops.aten.gru_cell.default).__name__
+    'recurrent_cell'
 """
 from __future__ import annotations
 
@@ -25,10 +35,13 @@ import numpy as np
 from torch import fx
 
 from .context import split_path
+from .layers import _batched_positions
 from .registry import REGISTRY, aten
 
 _GATE_BLOCKS = {aten.lstm.input: 4, aten.gru.input: 3, aten.rnn_tanh.input: 1,
                 aten.rnn_relu.input: 1}
+_CELL_BLOCKS = {aten.lstm_cell.default: 4, aten.gru_cell.default: 3,
+                aten.rnn_tanh_cell.default: 1, aten.rnn_relu_cell.default: 1}
 
 
 @REGISTRY.ops(*_GATE_BLOCKS)
@@ -72,6 +85,41 @@ def recurrent(ctx, node):
         _initial_state(ctx, node, state, hidden)
     state_labels = {len(ctx.shape(states[0])) - 1: hidden}
     return ({last: both}, *(dict(state_labels) for _ in states))
+
+
+@REGISTRY.ops(*_CELL_BLOCKS)
+def recurrent_cell(ctx, node):
+    """One step, ``(input, hx, weight_ih, weight_hh[, bias_ih, bias_hh])``; an LSTM cell's
+    ``hx`` is ``[h, c]`` and it returns ``(h', c')``."""
+    x_node, hx = node.args[0], node.args[1]
+    states = list(hx) if isinstance(hx, (list, tuple)) else [hx]
+    outputs = 2 if node.target is aten.lstm_cell.default else 1
+    weights = [ctx.arg(node, i) for i in (2, 3)]
+    biases = [b for b in (ctx.arg(node, 4, "b_ih"), ctx.arg(node, 5, "b_hh")) if b is not None]
+    paths = [ctx.attr(t) for t in weights + biases]
+    if None in paths:
+        ctx.pin_inputs(node, f"{node.name}: {node.target} with computed weights")
+        return {} if outputs == 1 else ({}, {})
+    w_ih, w_hh, *bias_paths = paths
+    x, shape = ctx.of(x_node) or {}, ctx.shape(x_node)
+    last = len(shape) - 1
+    for d, lab in x.items():
+        if d != last:
+            ctx.pin(lab, f"{node.name}: a recurrent cell's batch dim carries channels")
+    hidden = ctx.produce(node, ctx.shape(weights[1])[1], key=f"{w_hh}:1",
+                         name=split_path(w_hh)[0])
+    rows = np.tile(hidden, _CELL_BLOCKS[node.target])
+    positions = _batched_positions(shape, 0, last)
+    ctx.param(w_ih, {0: rows, 1: x.get(last)}, flops_per_entry=2 * positions)
+    ctx.param(w_hh, {0: rows, 1: hidden}, flops_per_entry=2 * positions)
+    for bias in bias_paths:
+        ctx.param(bias, {0: rows})
+    ctx.consume(node, 0, last, fold=(*split_path(w_ih), 1), weight_arg=2)
+    ctx.consume_labels(node, 3, 1, hidden, fold=(*split_path(w_hh), 1), weight_arg=3)
+    for state in states:
+        _initial_state(ctx, node, state, hidden)
+    out = {last: hidden}
+    return out if outputs == 1 else (out, dict(out))
 
 
 def _initial_state(ctx, node, state: fx.Node, hidden) -> None:

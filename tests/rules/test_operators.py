@@ -161,3 +161,37 @@ def test_a_complex_first_parameter_leaves_the_checks_real_inputs_real():
             gate.log_alpha[:1] = -10.0
     pruned = lumos.extract(gated)                  # verifies on the example inputs
     assert lumos.verify(gated, pruned, (torch.randn(2, 2, 32),)) < 1e-5
+
+
+class TransposedWeights(nn.Module):
+    """Weights applied as ``x @ w.t()``, ``x @ w.T``, ``x @ w.mT`` and through ``permute``
+    (PyG's AttentiveFP scores edges with ``x @ att.t()``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.w1 = nn.Parameter(torch.randn(24, 6) / 3)
+        self.w2 = nn.Parameter(torch.randn(16, 24) / 5)
+        self.w3 = nn.Parameter(torch.randn(16, 24) / 5)
+        self.w4 = nn.Parameter(torch.randn(2, 16) / 4)
+
+    def forward(self, x):
+        h = torch.relu(x @ self.w1.t())
+        h = torch.tanh(h @ self.w2.permute(1, 0)) + h @ self.w3.T
+        return h @ self.w4.mT
+
+
+def test_a_transposed_weight_is_sliced_like_a_linear_layer():
+    torch.manual_seed(0)
+    model = TransposedWeights()
+    x = torch.randn(5, 6)
+    gated = lumos.compile(model, example_inputs=(x,))
+    widths = {k: g.log_alpha.numel() for k, g in lumos.gates(gated).items()}
+    assert widths == {"x": 6, "w1": 24, "w2": 16}        # w3 joins w2's group by the sum
+    with torch.no_grad():
+        torch.testing.assert_close(gated.eval()(x), model(x))
+        for gate in lumos.gates(gated).values():
+            gate.log_alpha[1::2] = -10.0
+    pruned = lumos.extract(gated)
+    assert pruned.w1.shape == (12, 3) and pruned.w2.shape == (8, 12)
+    assert pruned.w3.shape == (8, 12) and pruned.w4.shape == (2, 8)
+    assert lumos.verify(gated, pruned, (torch.randn(9, 6),)) < 1e-5

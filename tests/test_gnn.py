@@ -141,6 +141,8 @@ def _kinds():
                                                         num_timesteps=2),
                          lambda seed, count: _edges_before_batch(random_graphs(count, seed), 3,
                                                                  seed)),
+        # K parallel stacks: `x.unsqueeze(0) @ w` broadcasts, `root_weight[t]` selects
+        "arma_stacks": (lambda: PyGStack("arma"), pooled),
     }
 
 
@@ -151,7 +153,8 @@ def _edges_before_batch(graphs, width: int, seed: int):
 
 KINDS = ["pyg_gcn", "pyg_gin", "pyg_sage", "pyg_gat", "gcn_add_pool", "gin_jk_pools",
          "gine_edge_dim", "gat_two_heads_bn", "sage_layernorm", "ogb_molecule_gin",
-         "ppa_edge_gcn", "hand_written_gcn", "gcn_graphnorm", "attentive_fp"]
+         "ppa_edge_gcn", "hand_written_gcn", "gcn_graphnorm", "attentive_fp",
+         "arma_stacks"]
 
 
 @pytest.mark.parametrize("kind", KINDS)

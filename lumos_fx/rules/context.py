@@ -25,7 +25,7 @@ import numpy as np
 from torch import fx
 
 from ..channels import ChannelGraph, Labels
-from .registry import aten, packets
+from .registry import packets
 
 TensorLabels = dict  # dim (non-negative) -> Labels
 
@@ -137,39 +137,54 @@ class RuleContext:
         """The parameter/buffer path a ``get_attr`` node reads, else None."""
         return value.target if isinstance(value, fx.Node) and value.op == "get_attr" else None
 
-    def param_behind(self, value: Any, dim: int, size: int) -> str | None:
-        """The parameter a tensor is, directly or through ``expand``/``clone``/casts that
-        keep its dims in place (a class token ``cls.expand(B, -1, -1)``) or slices along
-        other dims (a position table cut to the sequence, ``pos[:, :n]``), if its ``dim``
-        has ``size`` entries; else None."""
-        while (is_copy(value, also={aten.expand}) or _slices_other_dim(value, dim)) and \
-                isinstance(value.args[0], fx.Node) and \
-                self.shape(value.args[0]) is not None and \
-                len(self.shape(value.args[0])) == len(self.shape(value) or ()):
-            value = value.args[0]
-        shape = self.shape(value)
-        if shape is None or not -len(shape) <= dim < len(shape):
+    def param_behind(self, value: Any, dim: int, size: int) -> tuple[str, int] | None:
+        """``(path, param dim)`` when ``value`` is a parameter seen through the views of
+        :meth:`weight_view` (a class token ``cls.expand(B, -1, -1)``, a position table cut
+        to the sequence ``pos[:, :n]``, a bias picked from a stack ``b[0]``) and its ``dim``
+        is the whole of that parameter dim, with ``size`` entries; else None."""
+        view, shape = self.weight_view(value), self.shape(value)
+        if view is None or shape is None or not -len(shape) <= dim < len(shape) or \
+                shape[dim] != size:
             return None
-        return self.attr(value) if shape[dim] == size else None
+        path, dims = view
+        return None if dims[dim] is None else (path, dims[dim])
 
-    def weight_view(self, value: Any) -> tuple[str, list[int]] | None:
-        """``(path, dims)`` when ``value`` is a parameter or buffer, or a transpose of one
-        (``w.t()``, ``w.T``, ``w.mT``, ``w.transpose(a, b)``, ``w.permute(...)``, also
-        through casts): ``dims[d]`` is the parameter's dim that ``value``'s dim ``d`` is.
-        None for any other tensor."""
+    def weight_view(self, value: Any) -> tuple[str, list[int | None]] | None:
+        """``(path, dims)`` when ``value`` is a parameter or buffer, directly or through
+        casts, ``expand``, transposes (``w.t()``, ``w.T``, ``w.mT``, ``transpose``,
+        ``permute``), ``select`` and slices: ``dims[d]`` is the parameter dim that
+        ``value``'s dim ``d`` holds all of, None where it holds part of one (a slice) or
+        a dim the parameter does not have. None for any other tensor."""
+        view = self._view_dims(value)
+        if view is None:
+            return None
+        path, dims = view
+        full, shape = self.shape(self._param_node(value)), self.shape(value) or ()
+        return path, [d if d is not None and full[d] == size else None
+                      for d, size in zip(dims, shape)]
+
+    def _param_node(self, value: Any) -> fx.Node:
+        while self.attr(value) is None:
+            value = value.args[0]
+        return value
+
+    def _view_dims(self, value: Any) -> tuple[str, list[int | None]] | None:
         path = self.attr(value)
         if path is not None:
             return path, list(range(len(self.shape(value) or ())))
         if not isinstance(value, fx.Node) or value.op != "call_function" or not value.args:
             return None
-        inner = self.weight_view(value.args[0])
-        if inner is None:
+        inner = self._view_dims(value.args[0])
+        shape = self.shape(value)
+        if inner is None or shape is None:
             return None
         path, dims = inner
         name = getattr(getattr(value.target, "overloadpacket", None), "__name__", "")
         rank = len(dims)
-        if is_copy(value):
+        if is_copy(value) or name == "slice":
             return inner
+        if name == "expand":                 # new leading dims, the others in place
+            return path, [None] * (len(shape) - rank) + dims
         if name in ("t", "numpy_T"):
             return path, dims[::-1]
         swap = {"mT": (-2, -1), "transpose": tuple(value.args[1:3]),
@@ -181,6 +196,11 @@ class RuleContext:
             return path, dims
         if name == "permute" and len(value.args) > 1 and len(value.args[1]) == rank:
             return path, [dims[int(p) % rank] for p in value.args[1]]
+        if name == "select" and rank >= 1:
+            return path, dims[:int(value.args[1]) % rank] + dims[int(value.args[1]) % rank + 1:]
+        if name == "unsqueeze":
+            at = int(value.args[1]) % (rank + 1)
+            return path, dims[:at] + [None] + dims[at:]
         return None
 
     def tensor(self, value: Any):
@@ -302,15 +322,6 @@ class RuleContext:
 
     def unify(self, a: Labels, b: Labels, reason: str = "unified with a fixed channel") -> None:
         self.channels.unify(a, b, reason)
-
-
-def _slices_other_dim(value: Any, dim: int) -> bool:
-    """Whether ``value`` is ``aten.slice`` of its first argument along a dim other than ``dim``."""
-    if not isinstance(value, fx.Node) or value.target is not aten.slice.Tensor:
-        return False
-    rank = len(getattr(value.meta.get("tensor_meta"), "shape", ()))
-    at = value.args[1] if len(value.args) > 1 else value.kwargs.get("dim", 0)
-    return rank > 0 and isinstance(at, int) and at % rank != dim % rank
 
 
 def unlabeled(size: int) -> Labels:

@@ -47,16 +47,19 @@ def einsum(ctx, node):
 
 @REGISTRY.ops(aten.matmul.default, aten.bmm.default, aten.mm.default)
 def matmul(ctx, node):
-    """``a @ b`` as the contraction ``...ij,...jk->...ik`` (batch dims of equal size; a
-    2-D ``b`` is a weight shared by every batch entry, like a linear layer)."""
+    """``a @ b`` as the contraction ``...ij,...jk->...ik``; batch dims broadcast as in
+    torch (a 2-D ``b`` is a weight shared by every batch entry, like a linear layer;
+    ARMA's ``x.unsqueeze(0) @ w`` applies each of ``K`` stacked weights)."""
     a, b = node.args[:2]
-    ra, rb = len(ctx.shape(a)), len(ctx.shape(b))
+    sa, sb = ctx.shape(a), ctx.shape(b)
+    ra, rb = len(sa), len(sb)
     batch = "abcdefgh"[:max(ra, rb) - 2]
-    if ra < 2 or rb < 2 or (rb > 2 and (ra != rb or ctx.shape(a)[:-2] != ctx.shape(b)[:-2])):
-        ctx.pin_inputs(node, f"{node.name}: matmul with broadcast or vector operands")
+    pairs = zip(reversed(sa[:-2]), reversed(sb[:-2]))
+    if ra < 2 or rb < 2 or any(m != n and 1 not in (m, n) for m, n in pairs):
+        ctx.pin_inputs(node, f"{node.name}: matmul with vector operands")
         return {}
-    specs = [batch[:ra - 2] + "ij", (batch if rb > 2 else "") + "jk"]
-    return contract(ctx, node, [a, b], [0, 1], specs, batch[:ra - 2] + "ik")
+    specs = [batch[len(batch) - (ra - 2):] + "ij", batch[len(batch) - (rb - 2):] + "jk"]
+    return contract(ctx, node, [a, b], [0, 1], specs, batch + "ik")
 
 
 @REGISTRY.ops(aten.addmm.default)
@@ -78,39 +81,48 @@ def addmm(ctx, node):
 def contract(ctx, node, operands, arg_paths, specs, output):
     """The channel facts of a contraction ``specs -> output`` over ``operands``
     (``arg_paths``: where each operand sits in ``node.args``). An operand that is a
-    parameter, or a transpose of one (``x @ w.t()``), is a weight: sliced, never gated."""
+    parameter, or a view of the whole of its dim (``x @ w.t()``, ``x @ w[0]``), is a
+    weight there: sliced, never gated."""
     uses: dict[str, list[tuple[int, int]]] = {}
     for k, spec in enumerate(specs):
         for d, letter in enumerate(spec):
             uses.setdefault(letter, []).append((k, d))
-    sizes = {letter: ctx.shape(operands[k])[d] for letter, ((k, d), *_) in uses.items()}
-    weights = [ctx.weight_view(o) for o in operands]
+    sizes = {letter: max(ctx.shape(operands[k])[d] for k, d in places)
+             for letter, places in uses.items()}
+    views = [ctx.weight_view(o) for o in operands]
+
+    def weight_dim(k, d):
+        """The parameter dim operand ``k``'s dim ``d`` is, or None."""
+        return None if views[k] is None else views[k][1][d]
+
     out, param_dims = {}, {}
     for letter, places in uses.items():
-        labels = _unified(ctx, node, operands, places, weights)
-        params = [(k, d) for k, d in places if weights[k] is not None]
+        labels = _unified(ctx, node, operands, places, weight_dim)
+        params = [(k, d) for k, d in places if weight_dim(k, d) is not None]
         if labels is None and letter in output and params and \
                 len(params) == len(places):        # only a weight has it: new channels
             k, d = params[0]
-            path, dims = weights[k]
-            labels = ctx.produce(node, sizes[letter], key=f"{path}:{dims[d]}",
+            path = views[k][0]
+            labels = ctx.produce(node, sizes[letter], key=f"{path}:{weight_dim(k, d)}",
                                  name=split_path(path)[0] or path)
         if labels is None:
             continue
         if letter in output:
             out[output.index(letter)] = labels
         else:
-            _consume(ctx, node, operands, arg_paths, places, params, labels, weights)
+            _consume(ctx, node, operands, arg_paths, places, params, labels, views, weight_dim)
         for k, d in params:
-            param_dims.setdefault(k, {})[weights[k][1][d]] = labels
+            param_dims.setdefault(k, {})[weight_dim(k, d)] = labels
     for k, dims in param_dims.items():        # one record per weight, all its labeled dims
         others = [s for letter, s in sizes.items() if letter not in specs[k]]
         flops = 2.0 * math.prod(others) / max(sizes.get(specs[0][0], 1), 1)
-        ctx.param(weights[k][0], dims, flops_per_entry=flops)
+        used = math.prod(ctx.shape(operands[k])) / max(math.prod(ctx.shape(
+            ctx._param_node(operands[k]))), 1)          # the share of it this view holds
+        ctx.param(views[k][0], dims, flops_per_entry=flops * used)
     return out
 
 
-def _unified(ctx, node, operands, places, weights):
+def _unified(ctx, node, operands, places, weight_dim):
     """The labels of a letter, unified over the operands that carry it."""
     found = [(ctx.of(operands[k]) or {}).get(d) for k, d in places]
     labeled = [lab for lab in found if lab is not None]
@@ -119,19 +131,18 @@ def _unified(ctx, node, operands, places, weights):
     for lab in labeled[1:]:
         ctx.unify(labeled[0], lab, f"{node.name}: einsum joins fixed channels")
     for (k, d), lab in zip(places, found):
-        if lab is None and weights[k] is None and ctx.shape(operands[k])[d] != 1:
+        if lab is None and weight_dim(k, d) is None and ctx.shape(operands[k])[d] != 1:
             ctx.pin(labeled[0], f"{node.name}: einsum with an unlabeled tensor")
     return labeled[0]
 
 
-def _consume(ctx, node, operands, arg_paths, places, params, labels, weights):
+def _consume(ctx, node, operands, arg_paths, places, params, labels, views, weight_dim):
     """Gate a contracted channel dim at its first labeled activation operand."""
     for k, d in places:
-        if weights[k] is None and (ctx.of(operands[k]) or {}).get(d) is not None:
+        if weight_dim(k, d) is None and (ctx.of(operands[k]) or {}).get(d) is not None:
             fold = None
             if params:
                 pk, pd = params[0]
-                path, dims = weights[pk]
-                fold = (*split_path(path), dims[pd])
+                fold = (*split_path(views[pk][0]), weight_dim(pk, pd))
             ctx.consume(node, arg_paths[k], d, fold=fold)
             return

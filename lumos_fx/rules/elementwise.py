@@ -65,9 +65,9 @@ def elementwise(ctx, node):
         for a, od, shape in zip(operands, dims, shapes):
             if od is None or shape[od] == 1 or (ctx.of(a) or {}).get(od) is not None:
                 continue
-            path = ctx.param_behind(a, od, out_shape[d])
-            if path is not None:
-                ctx.param(path, {od: first})
+            behind = ctx.param_behind(a, od, out_shape[d])
+            if behind is not None:
+                ctx.param(behind[0], {behind[1]: first})
             else:
                 ctx.pin(first, f"{node.name}: combined with an unlabeled tensor {a.name}")
         out[d] = first

@@ -257,9 +257,9 @@ def _unify_other_dims(ctx, node, tensors, skip=None) -> dict:
         for t in tensors:
             if (ctx.of(t) or {}).get(d) is not None:
                 continue
-            path = ctx.param_behind(t, d, len(lab))   # a class token joins the stream
-            if path is not None:
-                ctx.param(path, {d: lab})
+            behind = ctx.param_behind(t, d, len(lab))   # a class token joins the stream
+            if behind is not None:
+                ctx.param(behind[0], {behind[1]: lab})
             else:
                 ctx.pin(lab, f"{node.name}: joined with an unlabeled tensor")
     return out

@@ -145,6 +145,8 @@ class PyGStack(nn.Module):
                 return pyg.SAGEConv(cin, dim)
             if conv == "gat":
                 return pyg.GATConv(cin, dim // 2, heads=2)
+            if conv == "arma":
+                return pyg.ARMAConv(cin, dim, num_stacks=2, num_layers=2)
             raise ValueError(conv)
         self.convs = nn.ModuleList([make(features)] + [make(dim) for _ in range(layers - 1)])
         norms = {"layer": lambda: nn.LayerNorm(dim), "batch": lambda: nn.BatchNorm1d(dim),

@@ -195,3 +195,34 @@ def test_a_transposed_weight_is_sliced_like_a_linear_layer():
     assert pruned.w1.shape == (12, 3) and pruned.w2.shape == (8, 12)
     assert pruned.w3.shape == (8, 12) and pruned.w4.shape == (2, 8)
     assert lumos.verify(gated, pruned, (torch.randn(9, 6),)) < 1e-5
+
+
+class StackedWeights(nn.Module):
+    """``K`` weights applied at once by a broadcast ``x.unsqueeze(0) @ w`` and one picked
+    from a stack (``w[1]``), averaged over the stacks (ARMA's parallel stacks)."""
+
+    def __init__(self, stacks: int = 3):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(stacks, 6, 16) / 3)
+        self.root = nn.Parameter(torch.randn(stacks, 6, 16) / 3)
+        self.bias = nn.Parameter(torch.randn(stacks, 1, 16))
+        self.head = nn.Linear(16, 2)
+
+    def forward(self, x):
+        h = torch.relu(x.unsqueeze(0) @ self.w + x @ self.root[1] + self.bias)
+        return self.head(h.mean(0))
+
+
+def test_broadcast_and_selected_stacked_weights_are_sliced_exactly():
+    torch.manual_seed(0)
+    model = StackedWeights()
+    x = torch.randn(5, 6)
+    gated = lumos.compile(model, example_inputs=(x,))
+    assert {k: g.log_alpha.numel() for k, g in lumos.gates(gated).items()} == {"x": 6, "w": 16}
+    with torch.no_grad():
+        torch.testing.assert_close(gated.eval()(x), model(x))
+        for gate in lumos.gates(gated).values():
+            gate.log_alpha[::2] = -10.0
+    pruned = lumos.extract(gated)
+    assert pruned.w.shape == pruned.root.shape == (3, 3, 8) and pruned.bias.shape == (3, 1, 8)
+    assert lumos.verify(gated, pruned, (torch.randn(9, 6),)) < 1e-5

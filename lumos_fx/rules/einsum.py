@@ -1,4 +1,4 @@
-"""Rules for ``einsum``, ``matmul`` and ``addmm``: contractions over channel dims (DeepONet, FNO
+"""Rules for ``einsum``, ``matmul``, ``addmm`` and ``baddbmm``: contractions over channel dims (DeepONet, FNO
 spectral weights, attention written as ``q @ k.transpose(-2, -1)``).
 
 Each letter of the equation is one channel space candidate. A letter kept in the
@@ -75,6 +75,19 @@ def addmm(ctx, node):
     elif out.get(1) is not None:
         ctx.param(ctx.attr(bias), {0: out[1]})
     ctx.pin_value(bias, f"{node.name}: addmm's added tensor")
+    return out
+
+
+@REGISTRY.ops(aten.baddbmm.default)
+def baddbmm(ctx, node):
+    """``beta * input + alpha * (batch1 @ batch2)`` (BLOOM's ALiBi attention scores): the
+    product as :func:`matmul` (its contracted dim gated, as in ``q @ k``); channels the
+    product keeps are pinned, as is the added tensor."""
+    added, batch1, batch2 = node.args[:3]
+    out = contract(ctx, node, [batch1, batch2], [1, 2], ["aij", "ajk"], "aik")
+    for labels in out.values():
+        ctx.pin(labels, f"{node.name}: baddbmm adds a tensor to its product")
+    ctx.pin_value(added, f"{node.name}: baddbmm's added tensor")
     return out
 
 

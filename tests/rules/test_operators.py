@@ -226,3 +226,34 @@ def test_broadcast_and_selected_stacked_weights_are_sliced_exactly():
     pruned = lumos.extract(gated)
     assert pruned.w.shape == pruned.root.shape == (3, 3, 8) and pruned.bias.shape == (3, 1, 8)
     assert lumos.verify(gated, pruned, (torch.randn(9, 6),)) < 1e-5
+
+
+class AddedScores(nn.Module):
+    """Attention scores as ``baddbmm(bias, q, k^T)`` (BLOOM adds its ALiBi bias so)."""
+
+    def __init__(self):
+        super().__init__()
+        self.q, self.k, self.v = nn.Linear(6, 8), nn.Linear(6, 8), nn.Linear(6, 8)
+        self.bias = nn.Parameter(torch.randn(5, 5))
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x):
+        scores = torch.baddbmm(self.bias.expand(x.shape[0], -1, -1), self.q(x),
+                               self.k(x).transpose(1, 2), alpha=0.3)
+        return self.head(torch.softmax(scores, -1) @ self.v(x))
+
+
+def test_baddbmm_gates_the_width_it_contracts():
+    torch.manual_seed(0)
+    model = AddedScores()
+    x = torch.randn(3, 5, 6)
+    gated = lumos.compile(model, example_inputs=(x,))
+    assert {k: g.log_alpha.numel() for k, g in lumos.gates(gated).items()} == {
+        "x": 6, "q": 8, "v": 8}                         # k joins q's group by the product
+    with torch.no_grad():
+        torch.testing.assert_close(gated.eval()(x), model(x))
+        for gate in lumos.gates(gated).values():
+            gate.log_alpha[::2] = -10.0
+    pruned = lumos.extract(gated)
+    assert pruned.q.weight.shape == pruned.k.weight.shape == (4, 3)
+    assert lumos.verify(gated, pruned, (torch.randn(2, 5, 6),)) < 1e-5

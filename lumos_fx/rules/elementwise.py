@@ -34,7 +34,9 @@ REGISTRY.add(unary, packets(
     "alpha_dropout_", "feature_alpha_dropout", "feature_alpha_dropout_", "native_dropout",
     "clone", "contiguous", "_to_copy", "to", "detach", "detach_", "alias", "lift_fresh_copy",
     "zeros_like", "ones_like", "empty_like", "rand_like", "randn_like", "full_like",
-    "bernoulli", "bernoulli_", "rrelu", "rrelu_", "type_as", "_assert_tensor_metadata"))
+    "bernoulli", "bernoulli_", "rrelu", "rrelu_", "type_as", "_assert_tensor_metadata",
+    # activations torch does not tag pointwise (MobileNetV3's hardswish, in-place forms)
+    "hardswish", "hardswish_", "log_sigmoid", "gelu_", "relu6_", "mish_", "threshold_"))
 
 
 def elementwise(ctx, node):
@@ -76,7 +78,8 @@ def elementwise(ctx, node):
 
 REGISTRY.pointwise = elementwise
 REGISTRY.add(elementwise, packets("expand_as", "broadcast_to", "masked_fill", "masked_fill_",
-                                  "where", "maximum", "minimum", "lerp", "addcmul", "addcdiv"))
+                                  "where", "maximum", "minimum", "lerp", "addcmul", "addcdiv",
+                                  "rrelu_with_noise"))
 
 
 @REGISTRY.ops(*packets("softmax", "_softmax", "log_softmax", "_log_softmax"))
@@ -93,3 +96,18 @@ def softmax(ctx, node):
 
 # torch.max(a, b) / torch.min(a, b) are elementwise; their other overloads reduce
 REGISTRY.add(elementwise, (aten.max.other, aten.min.other, aten.fmax.default, aten.fmin.default))
+
+
+@REGISTRY.ops(aten.glu.default)
+def glu(ctx, node):
+    """``a * sigmoid(b)`` of the two halves of a dim: channel ``j`` of the result reads
+    channels ``j`` and ``j + C/2``, which are then one channel."""
+    x = dict(ctx.of(node.args[0]) or {})
+    rank = len(ctx.shape(node.args[0]))
+    dim = ctx.arg(node, 1, "dim", -1) % rank
+    labels = x.get(dim)
+    if labels is not None:
+        half = len(labels) // 2
+        ctx.unify(labels[:half], labels[half:], f"{node.name}: glu multiplies two halves")
+        x[dim] = labels[:half]
+    return x

@@ -36,6 +36,11 @@ def _rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
     return float((out - ref).abs().max() / scale)
 
 
+def gate_widths(gated: torch.nn.Module) -> dict[str, int]:
+    """Each gate's key and number of channels."""
+    return {key: gate.log_alpha.numel() for key, gate in lumos.gates(gated).items()}
+
+
 def randomize_gates(gated: torch.nn.Module, seed: int = 0, close_whole: float = 0.0,
                     keep_one_open: bool = True) -> tuple[int, int]:
     """Uniform log_alpha in [-6, 6]; with ``keep_one_open`` every gate keeps one channel

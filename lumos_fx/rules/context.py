@@ -159,11 +159,12 @@ class RuleContext:
         if view is None:
             return None
         path, dims = view
-        full, shape = self.shape(self._param_node(value)), self.shape(value) or ()
+        full, shape = self.shape(self.param_node(value)), self.shape(value) or ()
         return path, [d if d is not None and full[d] == size else None
                       for d, size in zip(dims, shape)]
 
-    def _param_node(self, value: Any) -> fx.Node:
+    def param_node(self, value: Any) -> fx.Node:
+        """The ``get_attr`` node behind a :meth:`weight_view`."""
         while self.attr(value) is None:
             value = value.args[0]
         return value
@@ -183,8 +184,11 @@ class RuleContext:
         rank = len(dims)
         if is_copy(value) or name == "slice":
             return inner
-        if name == "expand":                 # new leading dims, the others in place
-            return path, [None] * (len(shape) - rank) + dims
+        if name == "expand":    # new leading dims; a dim given a literal size holds it no more
+            sizes = list(value.args[1])[len(shape) - rank:]
+            return path, [None] * (len(shape) - rank) + [
+                d if isinstance(size, int) and size == -1 else None
+                for d, size in zip(dims, sizes)]
         if name in ("t", "numpy_T"):
             return path, dims[::-1]
         swap = {"mT": (-2, -1), "transpose": tuple(value.args[1:3]),

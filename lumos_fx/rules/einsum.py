@@ -130,7 +130,7 @@ def contract(ctx, node, operands, arg_paths, specs, output):
         others = [s for letter, s in sizes.items() if letter not in specs[k]]
         flops = 2.0 * math.prod(others) / max(sizes.get(specs[0][0], 1), 1)
         used = math.prod(ctx.shape(operands[k])) / max(math.prod(ctx.shape(
-            ctx._param_node(operands[k]))), 1)          # the share of it this view holds
+            ctx.param_node(operands[k]))), 1)          # the share of it this view holds
         ctx.param(views[k][0], dims, flops_per_entry=flops * used)
     return out
 

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import lumos_fx as lumos
-from tests.test_exactness_zoo import randomize_gates
+from tests.test_exactness_zoo import gate_widths, randomize_gates
 
 
 class SqueezeExcite(nn.Module):
@@ -60,7 +60,7 @@ def test_glu_ties_the_two_halves_it_multiplies():
     model = GatedLinearUnit()
     x = torch.randn(3, 9, 6)
     gated = lumos.compile(model, example_inputs=(x,))
-    widths = {k: g.log_alpha.numel() for k, g in lumos.gates(gated).items()}
+    widths = gate_widths(gated)
     assert widths == {"x": 6, "fc": 8, "conv": 6}
     with torch.no_grad():
         torch.testing.assert_close(gated.eval()(x), model(x))

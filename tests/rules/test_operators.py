@@ -8,7 +8,7 @@ from torch import nn
 
 import lumos_fx as lumos
 from tests.models.operators import AllocatingFNO1d, DeepONet, FNO1d, LSTMSurrogate
-from tests.test_exactness_zoo import randomize_gates
+from tests.test_exactness_zoo import gate_widths, randomize_gates
 
 
 def _params(model):
@@ -127,7 +127,7 @@ def test_addmm_with_weights_prunes_its_hidden_and_inputs_exactly():
     torch.manual_seed(0)
     model = AddmmMLP()
     gated = lumos.compile(model, example_inputs=(torch.randn(4, 5, 6),))
-    assert {k: g.log_alpha.numel() for k, g in lumos.gates(gated).items()} == {"x": 6, "w1": 24}
+    assert gate_widths(gated) == {"x": 6, "w1": 24}
     with torch.no_grad():
         for gate in lumos.gates(gated).values():
             gate.log_alpha[::2] = -10.0
@@ -185,7 +185,7 @@ def test_a_transposed_weight_is_sliced_like_a_linear_layer():
     model = TransposedWeights()
     x = torch.randn(5, 6)
     gated = lumos.compile(model, example_inputs=(x,))
-    widths = {k: g.log_alpha.numel() for k, g in lumos.gates(gated).items()}
+    widths = gate_widths(gated)
     assert widths == {"x": 6, "w1": 24, "w2": 16}        # w3 joins w2's group by the sum
     with torch.no_grad():
         torch.testing.assert_close(gated.eval()(x), model(x))
@@ -218,7 +218,7 @@ def test_broadcast_and_selected_stacked_weights_are_sliced_exactly():
     model = StackedWeights()
     x = torch.randn(5, 6)
     gated = lumos.compile(model, example_inputs=(x,))
-    assert {k: g.log_alpha.numel() for k, g in lumos.gates(gated).items()} == {"x": 6, "w": 16}
+    assert gate_widths(gated) == {"x": 6, "w": 16}
     with torch.no_grad():
         torch.testing.assert_close(gated.eval()(x), model(x))
         for gate in lumos.gates(gated).values():
@@ -248,7 +248,7 @@ def test_baddbmm_gates_the_width_it_contracts():
     model = AddedScores()
     x = torch.randn(3, 5, 6)
     gated = lumos.compile(model, example_inputs=(x,))
-    assert {k: g.log_alpha.numel() for k, g in lumos.gates(gated).items()} == {
+    assert gate_widths(gated) == {
         "x": 6, "q": 8, "v": 8}                         # k joins q's group by the product
     with torch.no_grad():
         torch.testing.assert_close(gated.eval()(x), model(x))

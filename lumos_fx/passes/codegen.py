@@ -11,7 +11,8 @@ pruned model runs for any batch size without user patches:
 * ``slice`` - ``x[:, a:b]`` on a channel dim becomes the kept positions' bounds;
 * ``factory_size`` - a tensor the model allocates (``torch.zeros(B, C, M)``, a recurrent
   layer's zero state) follows the kept size of the channels written into it;
-* ``layer_norm`` - LayerNorm/RMSNorm over pruned channels keeps the original divisor;
+* ``layer_norm`` - LayerNorm/RMSNorm (and one-group GroupNorm) over pruned channels keeps
+  the original divisor;
 * ``groups`` - a depthwise convolution's ``groups`` follows its kept channels;
 * ``num_groups`` - so does a ``group_norm``'s with one channel per group;
 * ``mean`` - a ``mean`` over a channel dim becomes ``sum / original_count``,
@@ -140,34 +141,44 @@ def _factory_size(node: fx.Node, decisions) -> None:
 
 
 def _layer_norm(node: fx.Node, decisions) -> None:
-    """``layer_norm``/``rms_norm`` over the last dim after channels closed: the statistics
-    of the full width, from the kept channels (closed ones were exactly zero). The kept
-    channels are padded back with zeros to the full width, normalised by the fused op and
-    narrowed again; the affine weight and bias (already sliced) apply after the narrow."""
+    """``layer_norm``/``rms_norm`` over the last dim, or a one-group ``group_norm`` over
+    ``(C, ...)``, after channels closed: the statistics of the full width, from the kept
+    channels (closed ones were exactly zero). The kept channels are padded back with zeros
+    to the full width, normalised by the fused op and narrowed again; the affine weight
+    and bias (already sliced) apply after the narrow."""
     labels = node.meta["lumos"]["layer_norm"]["labels"]
     width, kept = len(labels), len(decisions.kept(labels))
     if kept == width:
         return
     graph, x = node.graph, node.args[0]
-    rms = node.target is aten.rms_norm.default
-    weight = node.args[2] if len(node.args) > 2 else node.kwargs.get("weight")
-    bias = None if rms else (node.args[3] if len(node.args) > 3 else node.kwargs.get("bias"))
-    eps = node.args[3 if rms else 4] if len(node.args) > (3 if rms else 4) else None
+    rank = len(node.meta["tensor_meta"].shape)
+
+    def arg(index, name, default=None):
+        return node.args[index] if len(node.args) > index else node.kwargs.get(name, default)
 
     def op(target, *args):
         return graph.call_function(target, args)
+    if node.target is aten.group_norm.default:
+        dim, weight, bias, eps = 1, arg(2, "weight"), arg(3, "bias"), arg(4, "eps", 1e-5)
+    elif node.target is aten.rms_norm.default:
+        dim, weight, bias, eps = rank - 1, arg(2, "weight"), None, arg(3, "eps")
+    else:
+        dim, weight, bias, eps = rank - 1, arg(2, "weight"), arg(3, "bias"), arg(4, "eps", 1e-5)
     with graph.inserting_before(node):
-        padded = op(aten.constant_pad_nd.default, x, [0, width - kept], 0.0)
-        if rms:
+        padded = op(aten.constant_pad_nd.default, x,
+                    [0, 0] * (rank - 1 - dim) + [0, width - kept], 0.0)
+        if node.target is aten.group_norm.default:
+            normed = op(aten.group_norm.default, padded, 1, None, None, eps)
+        elif node.target is aten.rms_norm.default:
             normed = op(aten.rms_norm.default, padded, [width], None, eps)
         else:
-            normed = op(aten.layer_norm.default, padded, [width], None, None,
-                        1e-5 if eps is None else eps)
-        y = op(aten.narrow.default, normed, -1, 0, kept)
-        if weight is not None:
-            y = op(aten.mul.Tensor, y, weight)
-        if bias is not None:
-            y = op(aten.add.Tensor, y, bias)
+            normed = op(aten.layer_norm.default, padded, [width], None, None, eps)
+        y = op(aten.narrow.default, normed, dim, 0, kept)
+        along = [-1] + [1] * (rank - 1 - dim)              # the affine's shape against y
+        for target, affine in ((aten.mul.Tensor, weight), (aten.add.Tensor, bias)):
+            if affine is not None:
+                y = op(target, y, affine if len(along) == 1 else
+                       op(aten.view.default, affine, along))
     node.replace_all_uses_with(y)
     graph.erase_node(node)
 

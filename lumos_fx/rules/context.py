@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 from torch import fx
 
 from ..channels import ChannelGraph, Labels
@@ -142,20 +143,36 @@ class RuleContext:
         :meth:`weight_view` (a class token ``cls.expand(B, -1, -1)``, a position table cut
         to the sequence ``pos[:, :n]``, a bias picked from a stack ``b[0]``) and its ``dim``
         is the whole of that parameter dim, with ``size`` entries; else None."""
-        view, shape = self.weight_view(value), self.shape(value)
+        view, shape = self.weight_view(value, pointwise=True), self.shape(value)
         if view is None or shape is None or not -len(shape) <= dim < len(shape) or \
                 shape[dim] != size:
             return None
         path, dims = view
         return None if dims[dim] is None else (path, dims[dim])
 
-    def weight_view(self, value: Any) -> tuple[str, list[int | None]] | None:
+    def weight_in_place(self, value: Any) -> str | None:
+        """The path of the parameter ``value`` is, directly or through casts and views that
+        keep every dim in place (``w.squeeze(1).unsqueeze(1)``, ``w.to(dtype)``), else None:
+        a layer's weight, which a gate may multiply or fold into."""
+        view = self.weight_view(value)
+        if view is None:
+            return None
+        path, dims = view
+        full, shape = self.shape(self.param_node(value)), self.shape(value)
+        in_place = len(shape) == len(full) and all(
+            d == i or shape[i] == full[i] == 1 for i, d in enumerate(dims))
+        return path if in_place else None
+
+    def weight_view(self, value: Any, pointwise: bool = False
+                    ) -> tuple[str, list[int | None]] | None:
         """``(path, dims)`` when ``value`` is a parameter or buffer, directly or through
         casts, ``expand``, transposes (``w.t()``, ``w.T``, ``w.mT``, ``transpose``,
-        ``permute``), ``select`` and slices: ``dims[d]`` is the parameter dim that
-        ``value``'s dim ``d`` holds all of, None where it holds part of one (a slice) or
-        a dim the parameter does not have. None for any other tensor."""
-        view = self._view_dims(value)
+        ``permute``), ``select``, ``squeeze``/``unsqueeze`` and slices: ``dims[d]`` is the
+        parameter dim that ``value``'s dim ``d`` holds all of, None where it holds part
+        of one (a slice) or a dim the parameter does not have. None for any other
+        tensor. With ``pointwise``, also through pointwise ops with scalars (Gemma's
+        ``1 + w``): fine to slice along, not to fold a gate into."""
+        view = self._view_dims(value, pointwise)
         if view is None:
             return None
         path, dims = view
@@ -169,21 +186,30 @@ class RuleContext:
             value = value.args[0]
         return value
 
-    def _view_dims(self, value: Any) -> tuple[str, list[int | None]] | None:
+    def _view_dims(self, value: Any, pointwise: bool) -> tuple[str, list[int | None]] | None:
         path = self.attr(value)
         if path is not None:
             return path, list(range(len(self.shape(value) or ())))
         if not isinstance(value, fx.Node) or value.op != "call_function" or not value.args:
             return None
-        inner = self._view_dims(value.args[0])
+        inner = self._view_dims(value.args[0], pointwise)
         shape = self.shape(value)
         if inner is None or shape is None:
             return None
         path, dims = inner
         name = getattr(getattr(value.target, "overloadpacket", None), "__name__", "")
         rank = len(dims)
-        if is_copy(value) or name == "slice":
+        if is_copy(value) or name == "slice" or (
+                pointwise and torch.Tag.pointwise in getattr(value.target, "tags", ()) and
+                len(shape) == rank and not any(isinstance(a, fx.Node) for a in
+                                               (*value.args[1:], *value.kwargs.values()))):
             return inner
+        if name == "squeeze":
+            source = self.shape(value.args[0])
+            picked = value.args[1] if len(value.args) > 1 else range(rank)
+            picked = {int(d) % rank for d in (picked if isinstance(picked, (list, tuple, range))
+                                              else [picked])}
+            return path, [d for i, d in enumerate(dims) if not (i in picked and source[i] == 1)]
         if name == "expand":    # new leading dims; a dim given a literal size holds it no more
             sizes = list(value.args[1])[len(shape) - rank:]
             return path, [None] * (len(shape) - rank) + [

@@ -32,9 +32,9 @@ def _batched_positions(shape, start: int, stop: int | None = None) -> int:
 
 def _weights(ctx, node, weight_index: int = 1, bias_index: int = 2):
     """``(weight path, bias path)``, or None when the layer computes its weights."""
-    weight = ctx.attr(ctx.arg(node, weight_index, "weight"))
+    weight = ctx.weight_in_place(ctx.arg(node, weight_index, "weight"))
     bias_node = ctx.arg(node, bias_index, "bias")
-    bias = ctx.attr(bias_node)
+    bias = ctx.weight_in_place(bias_node)
     if weight is None or (bias_node is not None and bias is None):
         ctx.pin_inputs(node, f"{node.name}: {node.target} with a computed weight")
         return None

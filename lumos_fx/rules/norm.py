@@ -3,10 +3,10 @@
 Per-channel normalizations (``aten.batch_norm``, ``aten.instance_norm``) are
 *followers*: their affine parameters and running statistics are sliced with
 the channels they normalize. ``layer_norm``/``rms_norm`` over the last dim gate
-their input and keep the original divisor on extraction (exact); group norm with one
-channel per group follows its channels like instance norm; larger groups and
-normalization over several dims would change when a channel disappears, so they
-pin the channels they read.
+their input and keep the original divisor on extraction (exact), and so does group norm
+with one group; with one channel per group it follows its channels like instance norm;
+other groupings and normalization over several dims would change when a channel
+disappears, so they pin the channels they read.
 
 Example::
 
@@ -69,6 +69,8 @@ def group_norm(ctx, node):
     channel alone, like InstanceNorm (Wav2Vec2's feature encoder): a follower whose
     ``num_groups`` becomes the kept channel count. Larger groups mix channels: pinned."""
     x = ctx.of(node.args[0]) or {}
+    if int(node.args[1]) == 1 and x.get(1) is not None:
+        return _one_group(ctx, node, x)
     if int(node.args[1]) != ctx.shape(node.args[0])[1]:
         return channel_mixing_norm(ctx, node)
     for d, lab in x.items():
@@ -78,6 +80,20 @@ def group_norm(ctx, node):
     if x.get(1) is not None:
         node.meta.setdefault("lumos", {}).update(codegen="num_groups", groups=x[1])
     return {1: x[1]} if x.get(1) is not None else {}
+
+
+def _one_group(ctx, node, x):
+    """One group normalizes every channel and position together (PoolFormer's and
+    ConvNeXt-style ``GroupNorm(1, C)``): exact like :func:`layer_norm` over the channel
+    dim 1, its input gated and the original divisor kept on extraction."""
+    labels = x[1]
+    for d, lab in x.items():
+        if d != 1:
+            ctx.pin(lab, f"{node.name}: group_norm normalizes over a dim that carries channels")
+    ctx.consume(node, 0, 1)
+    _follow(ctx, node, [ctx.arg(node, 2, "weight"), ctx.arg(node, 3, "bias")], labels)
+    node.meta.setdefault("lumos", {}).update(codegen="layer_norm", layer_norm={"labels": labels})
+    return {1: labels}
 
 
 @REGISTRY.ops(*packets("native_group_norm", "local_response_norm"))

@@ -69,3 +69,29 @@ def test_glu_ties_the_two_halves_it_multiplies():
     pruned = lumos.extract(gated)
     assert pruned.fc.weight.shape == (12, 6) and pruned.conv.weight.shape == (10, 6, 3)
     assert lumos.verify(gated, pruned, (torch.randn(2, 11, 6),)) < 1e-5
+
+
+class OffsetScale(nn.Module):
+    """Gemma's RMSNorm scales by ``1 + w`` (computed from the parameter with a scalar)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.head = nn.Linear(6, 8), nn.Linear(8, 2)
+        self.w = nn.Parameter(torch.randn(8) / 4)
+
+    def forward(self, x):
+        h = self.fc(x)
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-6) * (1.0 + self.w.float())
+        return self.head(h)
+
+
+def test_a_parameter_offset_by_a_scalar_follows_the_channels_it_scales():
+    torch.manual_seed(0)
+    model = OffsetScale()
+    gated = lumos.compile(model, example_inputs=(torch.randn(4, 6),))
+    assert gate_widths(gated) == {"x": 6, "fc": 8}
+    with torch.no_grad():
+        lumos.gates(gated)["fc"].log_alpha[[2, 6]] = -10.0
+    pruned = lumos.extract(gated)
+    assert pruned.w.shape == (6,)
+    assert lumos.verify(gated, pruned, (torch.randn(5, 6),)) < 1e-5

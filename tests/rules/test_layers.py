@@ -151,3 +151,38 @@ def test_tied_embedding_and_decoder_keep_rows_and_columns_apart():
     pruned = lumos.extract(gated)
     assert pruned.decoder.bias.shape == (40,)
     assert lumos.verify(gated, pruned, (torch.randint(0, 40, (2, 7)),)) < 1e-5
+
+
+class ReshapedWeights(nn.Module):
+    """Weights handed to their op through views that keep every dim in place (Mamba's
+    reference causal conv: ``w.squeeze(1).unsqueeze(1)``; a copy before a linear), and a
+    weight reparametrised by ``tanh``, which no gate may be folded into."""
+
+    def __init__(self):
+        super().__init__()
+        self.pw = nn.Conv1d(3, 8, 1)
+        self.dw = nn.Conv1d(8, 8, 4, padding=3, groups=8)
+        self.fc = nn.Linear(8, 6)
+        self.w = nn.Parameter(torch.randn(2, 6))
+
+    def forward(self, x):
+        h = F.silu(self.pw(x))
+        weight = self.dw.weight.squeeze(1).unsqueeze(1)
+        h = F.conv1d(h, weight, self.dw.bias, padding=3, groups=8)[..., :x.shape[-1]]
+        h = F.linear(h.mean(-1), self.fc.weight.contiguous(), self.fc.bias.clone())
+        return F.linear(torch.relu(h), torch.tanh(self.w))
+
+
+def test_weights_through_views_in_place_are_pruned_and_a_reparametrised_one_pins():
+    torch.manual_seed(0)
+    model = ReshapedWeights()
+    x = torch.randn(2, 3, 10)
+    gated = lumos.compile(model, example_inputs=(x,))
+    pins = {g.name: g.pinned for g in lumos.report(gated).groups}
+    assert "pw" in lumos.gates(gated) and "computed weight" in (pins.get("fc") or "")
+    with torch.no_grad():
+        torch.testing.assert_close(gated.eval()(x), model(x))
+        lumos.gates(gated)["pw"].log_alpha[[0, 3, 5]] = -10.0
+    pruned = lumos.extract(gated)
+    assert pruned.dw.weight.shape == (5, 1, 4) and pruned.fc.weight.shape == (6, 5)
+    assert lumos.verify(gated, pruned, (torch.randn(3, 3, 10),)) < 1e-5

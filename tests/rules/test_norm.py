@@ -70,3 +70,40 @@ def test_group_norm_with_larger_groups_still_pins():
     model = nn.Sequential(nn.Conv1d(3, 16, 5), nn.GroupNorm(4, 16), nn.Conv1d(16, 8, 3))
     gated = lumos.compile(model, example_inputs=(torch.randn(2, 3, 40),))
     assert "0" not in lumos.gates(gated)
+
+
+class PoolMixer(nn.Module):
+    """PoolFormer's block: ``GroupNorm(1, C)`` (a LayerNorm over channels and pixels), a
+    pooling token mixer with a residual, a conv MLP."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 2, 2)
+        self.norm1, self.norm2 = nn.GroupNorm(1, 16), nn.GroupNorm(1, 16, affine=False)
+        self.pool = nn.AvgPool2d(3, 1, 1, count_include_pad=False)
+        self.fc1, self.fc2, self.head = nn.Conv2d(16, 32, 1), nn.Conv2d(32, 16, 1), nn.Linear(16, 2)
+        with torch.no_grad():
+            self.norm1.weight.uniform_(0.5, 1.5), self.norm1.bias.uniform_(-0.5, 0.5)
+
+    def forward(self, x):
+        x = self.stem(x)
+        y = self.norm1(x)
+        x = x + self.pool(y) - y
+        x = x + self.fc2(torch.relu(self.fc1(self.norm2(x))))
+        return self.head(x.mean((2, 3)))
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_group_norm_with_one_group_keeps_its_divisor_and_shrinks_exactly(mode):
+    torch.manual_seed(0)
+    model = PoolMixer().train(mode == "train")
+    gated = lumos.compile(model, example_inputs=(torch.randn(2, 3, 8, 8),))
+    assert lumos.gates(gated)["stem"].log_alpha.numel() == 16
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(gated.eval()(x), model.eval()(x))
+        for gate in lumos.gates(gated).values():
+            gate.log_alpha[::3] = -10.0
+    pruned = lumos.extract(gated)
+    assert pruned.norm1.weight.shape == (10,) and pruned.stem.weight.shape[0] == 10
+    assert lumos.verify(gated, pruned, (torch.randn(3, 3, 8, 8),)) < 1e-5

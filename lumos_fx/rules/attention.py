@@ -77,7 +77,11 @@ def attention(ctx, node):
         mask_shape = ctx.shape(mask)
         offset = rank - len(mask_shape)
         mask_heads = (ctx.of(mask) or {}).get(heads_dim - offset) if heads_dim >= offset else None
-        if heads_dim >= offset and mask_shape[heads_dim - offset] != 1:
+        behind = (ctx.param_behind(mask, heads_dim - offset, counts[0])
+                  if mask_heads is None and heads_dim >= offset else None)
+        if behind is not None:       # a per-head bias table (Swin's relative positions)
+            ctx.param(behind[0], {behind[1]: _query_heads(present[0], counts[0])})
+        elif heads_dim >= offset and mask_shape[heads_dim - offset] != 1:
             if mask_heads is None or len(mask_heads) != counts[0]:
                 ctx.pin(present[0], f"{node.name}: a per-head mask without labels")
             else:

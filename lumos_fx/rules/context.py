@@ -18,6 +18,7 @@ Example::
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -204,6 +205,10 @@ class RuleContext:
                 len(shape) == rank and not any(isinstance(a, fx.Node) for a in
                                                (*value.args[1:], *value.kwargs.values()))):
             return inner
+        if name == "index" and len(value.args[1]) == 1 and isinstance(value.args[1][0], fx.Node):
+            return path, [None] * (len(shape) - rank + 1) + dims[1:]   # a lookup along dim 0
+        if name in ("view", "reshape", "_unsafe_view"):
+            return path, _reshaped_dims(dims, self.shape(value.args[0]), shape, value.args[1])
         if name == "squeeze":
             source = self.shape(value.args[0])
             picked = value.args[1] if len(value.args) > 1 else range(rank)
@@ -352,6 +357,24 @@ class RuleContext:
 
     def unify(self, a: Labels, b: Labels, reason: str = "unified with a fixed channel") -> None:
         self.channels.unify(a, b, reason)
+
+
+def _reshaped_dims(dims: list, source: tuple, target: tuple, sizes) -> list:
+    """Which source dim each dim of a reshape is, for dims given as ``-1`` that the
+    reshape leaves whole (same size, same number of entries before and after it);
+    None for the others (a literal size would not follow a slice)."""
+    if not all(isinstance(n, int) for n in (*source, *target)) or len(sizes) != len(target):
+        return [None] * len(target)
+    out = []
+    for i, size in enumerate(sizes):
+        found = None
+        if isinstance(size, int) and size == -1:
+            before, after = math.prod(target[:i]), math.prod(target[i + 1:])
+            found = next((dims[j] for j in range(len(source))
+                          if source[j] == target[i] and math.prod(source[:j]) == before
+                          and math.prod(source[j + 1:]) == after), None)
+        out.append(found)
+    return out
 
 
 def unlabeled(size: int) -> Labels:

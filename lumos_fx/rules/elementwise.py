@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from torch import fx
 
-from .context import broadcast_dims
+from .context import broadcast_dims, split_path
 from .registry import REGISTRY, aten, packets
 
 
@@ -60,6 +60,9 @@ def elementwise(ctx, node):
             else:
                 labeled.append(lab)
         if not labeled:
+            born = _parameter_dim(ctx, node, operands, dims, shapes, out_shape[d])
+            if born is not None:
+                out[d] = born
             continue
         first = labeled[0]
         for lab in labeled[1:]:
@@ -74,6 +77,24 @@ def elementwise(ctx, node):
                 ctx.pin(first, f"{node.name}: combined with an unlabeled tensor {a.name}")
         out[d] = first
     return out
+
+
+def _parameter_dim(ctx, node, operands, dims, shapes, size):
+    """Labels for a dim that only a parameter has in full, every other operand being
+    broadcast along it (Swin's per-head position bias plus a window mask of one head):
+    the parameter dim's own channels, to be joined with what reads them (the heads)."""
+    full = [(a, od) for a, od, shape in zip(operands, dims, shapes)
+            if od is not None and shape[od] != 1]
+    if len(full) != 1 or size < 2:
+        return None
+    behind = ctx.param_behind(*full[0], size)
+    if behind is None:
+        return None
+    path, param_dim = behind
+    labels = ctx.produce(node, size, kind="factory", key=f"{path}:{param_dim}",
+                         name=split_path(path)[0] or path)
+    ctx.param(path, {param_dim: labels})
+    return labels
 
 
 REGISTRY.pointwise = elementwise

@@ -112,3 +112,50 @@ def test_a_position_table_cut_to_the_sequence_is_sliced_with_the_stream():
     pruned = lumos.extract(gated)
     assert pruned.get_parameter("pos_embed").shape == (1, 16, spec.dim - 3)
     assert lumos.verify(gated, pruned, (AttentionStack.make_input(spec, 3, 9, 2),)) < 1e-5
+
+
+class WindowAttention(torch.nn.Module):
+    """Swin's window attention: a per-head relative-position bias looked up from a table
+    ``(positions, heads)``, plus (shifted windows) a mask of one head, given to
+    ``scaled_dot_product_attention`` or added to written-out scores."""
+
+    def __init__(self, sdpa: bool, shifted: bool, dim: int = 16, heads: int = 4, window: int = 3):
+        super().__init__()
+        self.sdpa, self.shifted, self.heads, self.n = sdpa, shifted, heads, window * window
+        self.embed, self.qkv = torch.nn.Linear(5, dim), torch.nn.Linear(dim, 3 * dim)
+        self.proj, self.head = torch.nn.Linear(dim, dim), torch.nn.Linear(dim, 2)
+        self.table = torch.nn.Parameter(torch.randn((2 * window - 1) ** 2, heads))
+        coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window),
+                                            indexing="ij")).flatten(1)
+        rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + window - 1
+        self.register_buffer("index", (rel[..., 0] * (2 * window - 1) + rel[..., 1]).flatten())
+        self.register_buffer("window_mask", torch.randn(2, self.n, self.n).clamp(max=0) * 50)
+
+    def forward(self, x):                                     # (windows, n, 5)
+        h = self.embed(x)
+        b, n, c = h.shape
+        q, k, v = self.qkv(h).reshape(b, n, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        bias = self.table[self.index].view(n, n, -1).permute(2, 0, 1).contiguous().unsqueeze(0)
+        if self.shifted:
+            bias = bias + self.window_mask.repeat(b // 2, 1, 1).unsqueeze(1)
+        if self.sdpa:
+            out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        else:
+            out = ((q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5 + bias).softmax(-1) @ v
+        return self.head(h + self.proj(out.transpose(1, 2).reshape(b, n, c)))
+
+
+@pytest.mark.parametrize("sdpa", [True, False], ids=["sdpa", "scores"])
+@pytest.mark.parametrize("shifted", [False, True], ids=["plain", "shifted"])
+def test_a_per_head_position_bias_table_is_sliced_with_its_heads(sdpa, shifted):
+    torch.manual_seed(0)
+    model = WindowAttention(sdpa, shifted).eval()
+    x = torch.randn(4, 9, 5)
+    gated = lumos.compile(model, example_inputs=(x,))
+    assert lumos.gates(gated)["qkv"].log_alpha.numel() == 4, lumos.report(gated)
+    with torch.no_grad():
+        torch.testing.assert_close(gated(x), model(x))
+        lumos.gates(gated)["qkv"].log_alpha[[1, 2]] = -8.0
+    pruned = lumos.extract(gated)
+    assert pruned.table.shape == (25, 2) and pruned.qkv.weight.shape == (24, 16)
+    assert lumos.verify(gated, pruned, (torch.randn(6, 9, 5),)) < 1e-5

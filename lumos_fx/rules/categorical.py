@@ -28,7 +28,8 @@ from __future__ import annotations
 import numpy as np
 from torch import fx
 
-from .context import is_copy, split_path
+from .context import split_path
+from .param_views import is_copy
 from .registry import aten
 
 def is_categorical_input(node: fx.Node) -> bool:

@@ -47,7 +47,7 @@ import operator
 import numpy as np
 from torch import fx
 
-from .context import is_copy
+from .param_views import is_copy
 from .registry import REGISTRY, aten
 
 

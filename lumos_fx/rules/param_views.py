@@ -45,10 +45,20 @@ class ParameterViews:
         is the whole of that parameter dim, with ``size`` entries; else None."""
         view, shape = self.weight_view(value, pointwise=True), self.shape(value)
         if view is None or shape is None or not -len(shape) <= dim < len(shape) or \
-                shape[dim] != size:
+                shape[dim] != size or not self._read_once(value):
             return None
         path, dims = view
         return None if dims[dim] is None else (path, dims[dim])
+
+    def _read_once(self, value: Any) -> bool:
+        """Whether every view from the parameter to ``value`` has one reader, the next:
+        a slice the caller records then reaches no op that reads the view unsliced (a
+        Perceiver's ``latents.expand(B, -1, -1)`` is also the query of an attention)."""
+        while self.attr(value) is None:
+            if len(value.users) != 1:
+                return False
+            value = value.args[0]
+        return True
 
     def weight_in_place(self, value: Any) -> str | None:
         """The path of the parameter ``value`` is, directly or through casts and views that

@@ -159,3 +159,28 @@ def test_a_per_head_position_bias_table_is_sliced_with_its_heads(sdpa, shifted):
     pruned = lumos.extract(gated)
     assert pruned.table.shape == (25, 2) and pruned.qkv.weight.shape == (24, 16)
     assert lumos.verify(gated, pruned, (torch.randn(6, 9, 5),)) < 1e-5
+
+
+class LatentQuery(torch.nn.Module):
+    """A Perceiver's cross-attention: learned latents, expanded over the batch, are the
+    query and the residual at once."""
+
+    def __init__(self, dim: int = 16):
+        super().__init__()
+        self.inp, self.head = torch.nn.Linear(6, dim), torch.nn.Linear(dim, 3)
+        self.latents = torch.nn.Parameter(torch.randn(4, dim))
+        self.attn = torch.nn.MultiheadAttention(dim, 2, batch_first=True)
+
+    def forward(self, x):
+        kv, q = self.inp(x), self.latents.expand(x.shape[0], -1, -1)
+        return self.head((q + self.attn(q, kv, kv, need_weights=False)[0]).mean(1))
+
+
+def test_latents_read_as_query_and_residual_are_never_sliced_for_one_reader_only():
+    torch.manual_seed(0)
+    model = LatentQuery().eval()
+    gated = lumos.compile(model, example_inputs=(torch.randn(2, 5, 6),))
+    randomize_gates(gated, seed=1)
+    pruned = lumos.extract(gated)
+    assert pruned.latents.shape == (4, 16)
+    assert lumos.verify(gated, pruned, (torch.randn(3, 7, 6),)) < 1e-5

@@ -110,8 +110,12 @@ class GateBank(nn.ModuleDict):
             return tuple(gate() for gate in gates)
         log_alphas = [g.log_alpha for g in gates]
         z, link = _sample(config, log_alphas)
-        if link is not None:
+        # a compiled graph's output saves tensors for its backward, so a penalty that
+        # reused it could not be backpropagated after the task loss was: it makes its own
+        if link is not None and not torch.compiler.is_compiling():
             self.__dict__["_last_link"] = _Link(link, log_alphas)
+        else:
+            self.__dict__.pop("_last_link", None)
         return torch.split(z, [t.numel() for t in log_alphas])
 
     def link(self, log_alphas: list[torch.Tensor]) -> torch.Tensor | None:

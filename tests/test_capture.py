@@ -220,6 +220,24 @@ def test_torch_compile_wrapper_keeps_the_lumos_state():
     assert lumos.extract(compiled) is not None
 
 
+def test_penalty_backpropagates_after_the_task_loss_of_a_compiled_model():
+    """Under AOTAutograd the forward's outputs belong to a graph that frees its saved
+    tensors at the first backward: the penalty must not hang its gradient on them."""
+    gated = lumos.compile(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)),
+                          example_inputs=(torch.randn(3, 4),))
+    gates = list(lumos.gates(gated).values())
+    compiled = torch.compile(gated, backend="aot_eager")
+    compiled(torch.randn(3, 4)).sum().backward()
+    task = [g.log_alpha.grad.clone() for g in gates]
+    lumos.penalty(compiled).backward()                 # raised before: freed saved tensors
+    total = [g.log_alpha.grad.clone() for g in gates]
+    gated.zero_grad()
+    lumos.penalty(gated).backward()
+    for gate, t, both in zip(gates, task, total):
+        assert gate.log_alpha.grad.abs().sum() > 0
+        torch.testing.assert_close(both, t + gate.log_alpha.grad)
+
+
 class DropPath(nn.Module):
     """timm's stochastic depth: a training-only random branch."""
 

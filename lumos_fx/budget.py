@@ -268,8 +268,12 @@ class BudgetController(nn.Module):
         return f"{self.budget.metric}={self.budget.target}, warmup={self.budget.warmup_steps}"
 
 
+@torch.compiler.disable
 def budget_penalty(module: nn.Module) -> torch.Tensor:
-    """The controller's penalty for the gated GraphModule ``module`` (what ``penalty`` returns)."""
+    """The controller's penalty for the gated GraphModule ``module`` (what ``penalty`` returns).
+
+    Runs eagerly inside ``torch.compile``: the controller steps in host floats read
+    from the gates (``tolist``), which a compiled graph cannot hold."""
     controller, cost = module.lumos_budget, module.lumos_cost
     which = 0 if controller.budget.metric == "params" else 1
     total = cost.total_params if which == 0 else cost.total_flops

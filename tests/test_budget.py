@@ -1,6 +1,7 @@
 """Budget mode: the Lagrangian controller drives the extracted model to a target size."""
 from __future__ import annotations
 
+import copy
 import warnings
 
 import pytest
@@ -177,6 +178,21 @@ def test_penalty_works_through_wrappers_and_status_reports():
     status = lumos.budget_status(wrapped)
     assert status.steps == 1 and status.achieved == 1.0 and status.target == 0.5
     assert "target 50.0%" in str(status)
+
+
+def test_budget_penalty_inside_torch_compile_steps_the_controller_eagerly():
+    """The controller reads host floats from the gates: under torch.compile it runs as
+    eager code (it crashed fake-tensor tracing before) and takes the same steps."""
+    gated = lumos.compile(_mlp(), (torch.randn(2, 16),), budget=Budget(params=0.2, warmup=50))
+    twin = copy.deepcopy(gated)
+    x = torch.randn(8, 16)
+    compiled_loss = torch.compile(lambda: gated(x).square().mean() + lumos.penalty(gated),
+                                  backend="aot_eager")
+    for _ in range(4):      # the step count changes: dynamo makes it a symbolic int
+        compiled_loss().backward()
+        lumos.penalty(twin).backward()
+    assert int(gated.lumos_budget.step) == int(twin.lumos_budget.step) == 4
+    torch.testing.assert_close(gated.lumos_budget.state, twin.lumos_budget.state)
 
 
 # --------------------------------------------------------------- done-when

@@ -8,7 +8,10 @@ the MLP workloads train with, and a small CNN on
 * ``gated, no penalty``: ``lumos.compile(model)``, task loss only (gates + GateApply cost);
 * ``gated + penalty``: fixed-lambda ``lumos.penalty`` added (the default mode);
 * ``gated + budget``: ``budget=0.2``, the Lagrangian controller's penalty;
-* ``penalty only``: forward+backward of ``lumos.penalty`` alone (budget mode).
+* ``penalty only``: forward+backward of ``lumos.penalty`` alone (budget mode);
+* with ``--compiled`` (the default), each of the first four again with its loss function
+  (forward, loss and penalty) under ``torch.compile``, the way a user removes Python and
+  per-op overhead from a small model's step; those ratios are to the compiled original.
 
 Repetitions are interleaved (each round times the same number of steps of every
 variant, about ``--seconds`` of the original's, in rotating order) and the reported ratio is the median over rounds of
@@ -60,34 +63,45 @@ def cnn():
     return model, torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,)), F.cross_entropy
 
 
-def variants(make) -> dict:
+COMPILED = ", torch.compile"
+
+
+def variants(make, compiled: bool = True) -> dict:
     torch.manual_seed(0)
     model, x, y, loss_fn = make()
 
-    def trainer(module, penalty: bool, opt):
+    def trainer(module, penalty: bool, opt, compile_loss: bool):
+        def loss_of_step():
+            loss = loss_fn(module(x), y)
+            return loss + lumos.penalty(module) if penalty else loss
+        loss_of = torch.compile(loss_of_step) if compile_loss else loss_of_step
+
         def step():
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(module(x), y)
-            if penalty:
-                loss = loss + lumos.penalty(module)
-            loss.backward()
+            loss_of().backward()
             opt.step()
         return step
 
-    original = copy.deepcopy(model)
-    out = {"original": trainer(original, False, torch.optim.Adam(original.parameters(), 1e-3))}
-    for name, kwargs, penalty in [("gated, no penalty", {}, False), ("gated + penalty", {}, True),
-                                  ("gated + budget", {"budget": 0.2}, True)]:
-        gated = lumos.compile(model, example_inputs=(x,), **kwargs)
-        out[name] = trainer(gated, penalty, torch.optim.Adam(lumos.param_groups(gated, 1e-3)))
-    alone = lumos.compile(model, example_inputs=(x,), budget=0.2)
-    out["penalty only"] = lambda: lumos.penalty(alone).backward()
+    out = {}
+    for suffix in ["", COMPILED] if compiled else [""]:
+        original = copy.deepcopy(model)
+        out["original" + suffix] = trainer(original, False, torch.optim.Adam(
+            original.parameters(), 1e-3), bool(suffix))
+        for name, kwargs, penalty in [("gated, no penalty", {}, False),
+                                      ("gated + penalty", {}, True),
+                                      ("gated + budget", {"budget": 0.2}, True)]:
+            gated = lumos.compile(model, example_inputs=(x,), **kwargs)
+            out[name + suffix] = trainer(gated, penalty, torch.optim.Adam(
+                lumos.param_groups(gated, 1e-3)), bool(suffix))
+        if not suffix:
+            alone = lumos.compile(model, example_inputs=(x,), budget=0.2)
+            out["penalty only"] = lambda: lumos.penalty(alone).backward()
     return out
 
 
 def measure(fns: dict, rounds: int, seconds: float) -> dict:
     names = list(fns)
-    for fn in fns.values():                      # warm up allocator and autograd caches
+    for fn in fns.values():     # warm up allocator and autograd caches (and compile)
         for _ in range(3):
             fn()
     start = time.perf_counter()
@@ -102,11 +116,14 @@ def measure(fns: dict, rounds: int, seconds: float) -> dict:
             for _ in range(steps):
                 fn()
             times[name].append((time.perf_counter() - start) / steps)
-    base = times["original"]
-    return {name: {"median_ms": round(1e3 * statistics.median(t), 4),
-                   "ratio": round(statistics.median(a / b for a, b in zip(t, base)), 4),
-                   "steps_per_round": steps}
-            for name, t in times.items()}
+    out = {}
+    for name, t in times.items():     # compiled variants against the compiled original
+        against = "original" + COMPILED if name.endswith(COMPILED) else "original"
+        base = times["original" if name == against else against]
+        out[name] = {"median_ms": round(1e3 * statistics.median(t), 4),
+                     "ratio": round(statistics.median(a / b for a, b in zip(t, base)), 4),
+                     "steps_per_round": steps}
+    return out
 
 
 def main(argv=None) -> int:
@@ -115,6 +132,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seconds", type=float, default=0.25,
                     help="approximate time of one measurement (sets the steps per round)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--no-compiled", dest="compiled", action="store_false",
+                    help="skip the torch.compile variants (they compile for a minute or two)")
     ap.add_argument("--keep-denormals", action="store_true",
                     help="do not call torch.set_flush_denormal(True)")
     args = ap.parse_args(argv)
@@ -125,7 +144,7 @@ def main(argv=None) -> int:
     flush = not args.keep_denormals and torch.set_flush_denormal(True)
     warnings.filterwarnings("ignore", message="lumos budget")   # "penalty only" never trains
     load = os.getloadavg()
-    results = {name: measure(variants(make), args.rounds, args.seconds)
+    results = {name: measure(variants(make, args.compiled), args.rounds, args.seconds)
                for name, make in [("mlp 53-256-256-5, batch 256", mlp),
                                   ("mlp 53-256-256-5, batch 512 (the MLP workloads' batch)",
                                    mlp_512), ("cnn 3x32x32, batch 64", cnn)]}
@@ -140,7 +159,8 @@ def main(argv=None) -> int:
              f"load average {env['loadavg_before'][0]} -> {env['loadavg_after'][0]} "
              f"(shared machine); {args.rounds} interleaved rounds of about {args.seconds} s "
              f"per variant; denormals flushed: {env['flush_denormal']}; "
-             "ratio = median over rounds of time(variant) / time(original) in the same round.",
+             "ratio = median over rounds of time(variant) / time(original) in the same round "
+             "(for a torch.compile variant: / time(original, torch.compile)).",
              ""]
     for workload, rows in results.items():
         lines += [f"## {workload}", "", "| variant | ms / step (median) | ratio to original |",

@@ -23,7 +23,6 @@ Example::
 """
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
@@ -81,10 +80,10 @@ def gradient_link(log_alphas: list[torch.Tensor]) -> torch.Tensor | None:
     return log_alpha - log_alpha.detach()
 
 
-@functools.lru_cache(maxsize=64)
 def _thresholds(c: GateConfig) -> tuple[float, float, float]:
     """``log_alpha`` bounds of the Eq. 1 free region (``t_lower <= P(z != 0) <= t_upper``)
-    and the shift of Eq. 5, ``P(z != 0) = sigmoid(log_alpha - shift)``."""
+    and the shift of Eq. 5, ``P(z != 0) = sigmoid(log_alpha - shift)``. (Three float logs:
+    not cached, since torch.compile warns about tracing through a cache.)"""
     shift = c.beta * math.log(-c.gamma / c.zeta)
     return (math.log(c.t_lower / (1 - c.t_lower)) + shift,
             math.log(c.t_upper / (1 - c.t_upper)) + shift, shift)

@@ -36,6 +36,7 @@ from ..rules import REGISTRY
 from ..rules.categorical import is_categorical_input
 from ..rules.context import ConsumerUse, ParamSpec, RuleContext
 from ..rules.elementwise import unary
+from ..rules.param_views import permuted_dims
 from ..rules.shape import ChannelCount
 
 
@@ -110,13 +111,9 @@ def _moved_dims(user: fx.Node, name: str, dims: list, current: fx.Node) -> list 
         return dims if len(shape) == len(dims) else None
     if user.args[0] is not current:
         return None
-    if name in ("transpose", "swapaxes") and len(user.args) >= 3:
-        a, b = (int(d) % len(dims) for d in user.args[1:3])
-        moved = list(dims)
-        moved[a], moved[b] = moved[b], moved[a]
+    moved = permuted_dims(name, user.args, dims)
+    if moved is not None:
         return moved
-    if name == "permute":
-        return [dims[int(d) % len(dims)] for d in user.args[1]]
     if name in ("view", "reshape", "_unsafe_view", "flatten"):
         source = getattr(user.args[0].meta.get("tensor_meta"), "shape", None)
         if source is not None and len(source) and shape[-1] == source[-1]:

@@ -129,23 +129,42 @@ class ParameterViews:
             return path, [None] * (len(shape) - rank) + [
                 d if isinstance(size, int) and size == -1 else None
                 for d, size in zip(dims, sizes)]
-        if name in ("t", "numpy_T"):
-            return path, dims[::-1]
-        swap = {"mT": (-2, -1), "transpose": tuple(value.args[1:3]),
-                "swapaxes": tuple(value.args[1:3]), "swapdims": tuple(value.args[1:3])}.get(name)
-        if swap is not None and rank >= 2 and len(swap) == 2:
-            a, b = (int(d) % rank for d in swap)
-            dims = list(dims)
-            dims[a], dims[b] = dims[b], dims[a]
-            return path, dims
-        if name == "permute" and len(value.args) > 1 and len(value.args[1]) == rank:
-            return path, [dims[int(p) % rank] for p in value.args[1]]
+        moved = permuted_dims(name, value.args, dims)
+        if moved is not None:
+            return path, moved
         if name == "select" and rank >= 1:
             return path, dims[:int(value.args[1]) % rank] + dims[int(value.args[1]) % rank + 1:]
         if name == "unsqueeze":
             at = int(value.args[1]) % (rank + 1)
             return path, dims[:at] + [None] + dims[at:]
         return None
+
+
+def permuted_dims(name: str, args: tuple, dims: list) -> list | None:
+    """``dims`` (what each dim of ``args[0]`` holds) as a ``t``, ``mT``, ``transpose``,
+    ``swapaxes``/``swapdims`` or ``permute`` (op packet ``name``, its ``args``) reorders
+    them; None for any other op.
+
+    Example::
+
+        >>> permuted_dims("transpose", (None, 0, 2), ["a", "b", "c"])
+        ['c', 'b', 'a']
+        >>> permuted_dims("permute", (None, [1, 0]), ["a", "b"]), permuted_dims("relu", (None,), ["a"])
+        (['b', 'a'], None)
+    """
+    rank = len(dims)
+    if name in ("t", "numpy_T"):
+        return dims[::-1]
+    swap = {"mT": (-2, -1), "transpose": tuple(args[1:3]), "swapaxes": tuple(args[1:3]),
+            "swapdims": tuple(args[1:3])}.get(name)
+    if swap is not None and rank >= 2 and len(swap) == 2:
+        a, b = (int(d) % rank for d in swap)
+        dims = list(dims)
+        dims[a], dims[b] = dims[b], dims[a]
+        return dims
+    if name == "permute" and len(args) > 1 and len(args[1]) == rank:
+        return [dims[int(p) % rank] for p in args[1]]
+    return None
 
 
 def reshaped_dims(dims: list, source: tuple, target: tuple, sizes) -> list:

@@ -23,15 +23,18 @@ class Recurrent(nn.Module):
 class ChannelsLastSeries(nn.Module):
     """(batch, time, features) moved to (batch, features, time) for a Conv1d."""
 
-    def __init__(self, permute: bool):
+    MOVES = {"permute": lambda x: x.permute(0, 2, 1),
+             "transpose": lambda x: torch.relu(x).transpose(1, 2),
+             "mT": lambda x: x.mT, "swapdims": lambda x: x.swapdims(2, 1)}
+
+    def __init__(self, move: str):
         super().__init__()
         self.conv = nn.Conv1d(5, 8, 3, padding=1)
         self.head = nn.Linear(8, 1)
-        self.permute = permute
+        self.move = move
 
     def forward(self, x):
-        x = x.permute(0, 2, 1) if self.permute else torch.relu(x).transpose(1, 2)
-        return self.head(self.conv(x).mean(-1))
+        return self.head(self.conv(self.MOVES[self.move](x)).mean(-1))
 
 
 class FlattenedRows(nn.Module):
@@ -52,11 +55,14 @@ def _dim(model, x):
 @pytest.mark.parametrize("model,shape,dim", [
     (Recurrent(nn.LSTM, batch_first=True), (3, 7, 5), 2),
     (Recurrent(nn.GRU, batch_first=True), (3, 7, 5), 2),
-    (ChannelsLastSeries(permute=True), (3, 7, 5), 2),
-    (ChannelsLastSeries(permute=False), (3, 7, 5), 2),
+    (ChannelsLastSeries("permute"), (3, 7, 5), 2),
+    (ChannelsLastSeries("transpose"), (3, 7, 5), 2),
+    (ChannelsLastSeries("mT"), (3, 7, 5), 2),
+    (ChannelsLastSeries("swapdims"), (3, 7, 5), 2),
     (FlattenedRows(), (3, 7, 5), 2),
     (nn.Conv1d(7, 2, 1), (3, 7, 5), 1),
-], ids=["lstm", "gru", "permute-conv", "transpose-conv", "reshape-linear", "conv"])
+], ids=["lstm", "gru", "permute-conv", "transpose-conv", "mT-conv", "swapdims-conv",
+        "reshape-linear", "conv"])
 def test_the_features_are_the_dim_the_first_reader_reads(model, shape, dim):
     assert _dim(model, torch.randn(*shape)) == dim
 

@@ -33,6 +33,8 @@ import numpy as np
 import torch
 from torch import fx
 
+from ..rules.heads import scaled_symbol
+
 aten = torch.ops.aten
 
 
@@ -76,12 +78,11 @@ def _unflatten(node: fx.Node, decisions) -> None:
 def _scaled_size(node: fx.Node, size: fx.Node, kept: int, total: int) -> fx.Node:
     """A new ``sym * (literal * kept / total)`` node before ``node`` (``size`` may have
     other users that keep their value)."""
-    literal = next(a for a in size.args if isinstance(a, int))
+    symbol, literal = scaled_symbol(size)
     if (literal * kept) % total:
         raise AssertionError(f"{node.name}: kept count {kept} of {total} does not scale {size}")
-    args = [a if not isinstance(a, int) else literal * kept // total for a in size.args]
     with node.graph.inserting_before(node):
-        return node.graph.call_function(operator.mul, tuple(args))
+        return node.graph.call_function(operator.mul, (symbol, literal * kept // total))
 
 
 def _split(node: fx.Node, decisions) -> None:

@@ -22,7 +22,8 @@ labels depend on alone:
 
 A symbolic size on a labeled dim (``B * 4`` heads, read from the batch) is
 rewritten on extraction when it is ``sym * literal`` and the labels repeat with
-that period (or in blocks of it); anything else pins.
+that period (every literal factor counts: ``(B * 16) * 2`` has period 32); anything
+else pins.
 
 Grouped-query attention copies key/value heads: ``repeat_interleave(k, n, 1)``
 repeats each head's label ``n`` times, ``k[:, :, None].expand(B, Hkv, n, T, D)``
@@ -100,8 +101,8 @@ def regroup(ctx, node, x: dict, ii: list[int], jj: list[int], src, dst) -> dict:
 def _size_follows(node, j: int, labels: np.ndarray) -> bool:
     """Whether extraction can rewrite the size of output dim ``j``: a literal, ``-1``, a
     size read from a tensor (``x.shape[1]``, read again after pruning), or ``sym *
-    literal`` whose labels repeat with period ``literal`` or come in ``literal``
-    blocks (so the kept count is always a multiple)."""
+    literal`` whose labels repeat with period ``literal`` (the channels live in the
+    literal, so the kept count is ``sym`` times the kept part of one period)."""
     size = size_arg(node, j)
     if not isinstance(size, fx.Node):
         return True
@@ -109,11 +110,11 @@ def _size_follows(node, j: int, labels: np.ndarray) -> bool:
         return True
     if node.target is aten.unflatten.int:     # codegen rewrites its literal sizes only
         return False
-    literal = scale_literal(size)
-    if literal is None or len(labels) % literal:
+    scaled = scaled_symbol(size)
+    if scaled is None or len(labels) % scaled[1]:
         return False
-    table = labels.reshape(-1, literal)
-    return bool((table == table[:1]).all() or (table == table[:, :1]).all())
+    table = labels.reshape(-1, scaled[1])         # one row per value of the symbol
+    return bool((table == table[:1]).all())
 
 
 def size_arg(node: fx.Node, j: int):
@@ -126,12 +127,17 @@ def size_arg(node: fx.Node, j: int):
     return sizes[j] if isinstance(sizes, (list, tuple)) and j < len(sizes) else None
 
 
-def scale_literal(size) -> int | None:
-    """``c`` of a size node ``sym * c`` (or ``c * sym``), else None."""
-    if not (isinstance(size, fx.Node) and size.target is operator.mul):
-        return None
-    literals = [a for a in size.args if isinstance(a, int)]
-    return literals[0] if len(literals) == 1 and len(size.args) == 2 and literals[0] > 0 else None
+def scaled_symbol(size) -> tuple[fx.Node, int] | None:
+    """``(sym, c)`` of a size node ``sym * c`` with every literal factor of a chain of
+    products folded into ``c`` (``(s0 * 16) * 2`` is ``(s0, 32)``), else None."""
+    symbol, literal = size, 1
+    while isinstance(symbol, fx.Node) and symbol.target is operator.mul and len(symbol.args) == 2:
+        literals = [a for a in symbol.args if isinstance(a, int)]
+        if len(literals) != 1 or literals[0] <= 0:
+            break
+        literal *= literals[0]
+        symbol = next(a for a in symbol.args if not isinstance(a, int))
+    return (symbol, literal) if literal > 1 and isinstance(symbol, fx.Node) else None
 
 
 def _label_axis(node, jj: list[int], shape) -> int:

@@ -6,6 +6,7 @@ from torch import nn
 
 import lumos_fx as lumos
 from lumos_fx.rules.shape import _aligned_groups, merge_labels
+from tests.test_exactness_zoo import gate_widths
 
 
 def test_merge_labels_nchw_blocks_and_channels_last_strides():
@@ -165,3 +166,41 @@ def test_a_channel_count_used_in_arithmetic_stays_the_captured_constant():
     pruned = lumos.extract(gated)
     assert pruned.a.weight.shape[0] == 5
     assert lumos.verify(gated, pruned, (torch.randn(3, 3, 4, 4),)) < 1e-6
+
+
+class PatchUnfold(nn.Module):
+    """MobileViT's unfolding: channels merged with the batch and patch rows,
+    ``reshape(B * C * rows, patch, cols, patch)``, so export writes the size as a
+    chain of products, ``(B * C) * rows``; attention-free mixing over the patches,
+    then the inverse folding back to ``(B, C, H, W)``."""
+
+    def __init__(self, channels: int = 6, patch: int = 2):
+        super().__init__()
+        self.conv_in = nn.Conv2d(3, channels, 3, padding=1)
+        self.mix = nn.Linear(channels, channels)
+        self.conv_out = nn.Conv2d(channels, 4, 1)
+        self.patch = patch
+
+    def forward(self, x):
+        f = self.conv_in(x)
+        b, c, h, w = f.shape
+        p, rows, cols = self.patch, h // self.patch, w // self.patch
+        patches = f.reshape(b * c * rows, p, cols, p).transpose(1, 2)
+        patches = patches.reshape(b, c, rows * cols, p * p).permute(0, 3, 2, 1)
+        patches = patches + self.mix(patches)                       # (B, p*p, N, C)
+        folded = patches.permute(0, 3, 2, 1).reshape(b * c * rows, cols, p, p)
+        folded = folded.transpose(1, 2).reshape(b, c, h, w)
+        return self.conv_out(folded)
+
+
+def test_channels_merged_with_the_batch_through_a_chain_of_products_shrink():
+    torch.manual_seed(0)
+    model = PatchUnfold().eval()
+    gated = lumos.compile(model, example_inputs=(torch.randn(2, 3, 8, 8),))
+    assert gate_widths(gated)["conv_in"] == 6
+    with torch.no_grad():
+        lumos.gates(gated)["conv_in"].log_alpha.copy_(torch.tensor([4.0, -6.0, 4.0, 4.0,
+                                                                     -6.0, 4.0]))
+    pruned = lumos.extract(gated)           # crashed: the size's literal was 2 of 2 * C
+    assert pruned.conv_in.weight.shape[0] == 4
+    assert lumos.verify(gated, pruned, (torch.randn(3, 3, 8, 8),)) < 1e-5

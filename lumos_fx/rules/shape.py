@@ -109,18 +109,45 @@ def view(ctx, node):
     """A view maps runs of input dims onto runs of output dims; each run holding
     channels is laid out by :func:`lumos_fx.rules.heads.regroup` (a merge acts like
     flatten, a split of a channel dim gives blocks or heads)."""
+    out = _view_labels(ctx, node)
+    if out is not None:
+        node.meta.setdefault("lumos", {})["codegen"] = \
+            "shape_args" if node.target in _SIZED_VIEWS else "unflatten"
+    return out or {}
+
+
+def _view_labels(ctx, node) -> dict | None:
+    """The output labels of a view of ``node.args[0]`` to ``node``'s shape (None: pinned)."""
     x = ctx.of(node.args[0]) or {}
     src, dst = ctx.shape(node.args[0]), ctx.shape(node)
     groups = _aligned_groups(src, dst) if src is not None and dst is not None else None
     if groups is None:
         ctx.pin_value(x, f"{node.name}: reshape with an unrecognised dim mapping")
-        return {}
+        return None
     out = {}
     for ii, jj in groups:
         if any(d in x for d in ii):
             out.update(regroup(ctx, node, x, ii, jj, src, dst))
-    node.meta.setdefault("lumos", {})["codegen"] = \
-        "shape_args" if node.target in _SIZED_VIEWS else "unflatten"
+    return out
+
+
+@REGISTRY.ops(aten.reshape_as.default, aten.view_as.default)
+def reshape_as(ctx, node):
+    """``x.reshape_as(other)`` maps dims like a view; its sizes are ``other``'s, read at
+    run time after pruning, so each output dim must hold ``other``'s channels along that
+    dim (unified) or, unlabeled, none (LeViT's ``bn(h.flatten(0, 1)).reshape_as(h)``)."""
+    out = _view_labels(ctx, node)
+    if out is None:
+        return {}
+    other = ctx.of(node.args[1]) or {}
+    for dim in set(out) | set(other):
+        mine, theirs = out.get(dim), other.get(dim)
+        if mine is not None and theirs is not None and len(mine) == len(theirs):
+            ctx.unify(mine, theirs, f"{node.name}: sizes read from its shape tensor")
+        elif mine is not None or theirs is not None:
+            for labels in (mine, theirs):
+                ctx.pin(labels, f"{node.name}: a channel dim sized by another tensor's dim")
+            out.pop(dim, None)
     return out
 
 

@@ -6,7 +6,8 @@ from torch import nn
 
 import lumos_fx as lumos
 from lumos_fx.rules.shape import _aligned_groups, merge_labels
-from tests.test_exactness_zoo import gate_widths
+from tests.models.zoo import randomize_norms
+from tests.test_exactness_zoo import gate_widths, randomize_gates
 
 
 def test_merge_labels_nchw_blocks_and_channels_last_strides():
@@ -204,3 +205,47 @@ def test_channels_merged_with_the_batch_through_a_chain_of_products_shrink():
     pruned = lumos.extract(gated)           # crashed: the size's literal was 2 of 2 * C
     assert pruned.conv_in.weight.shape[0] == 4
     assert lumos.verify(gated, pruned, (torch.randn(3, 3, 8, 8),)) < 1e-5
+
+
+class BatchNormTokens(nn.Module):
+    """LeViT's linear + BatchNorm over tokens: ``bn(h.flatten(0, 1)).reshape_as(h)``."""
+
+    def __init__(self, widths=(6, 10, 6)):
+        super().__init__()
+        self.up, self.down = nn.Linear(widths[0], widths[1]), nn.Linear(widths[1], widths[2])
+        self.bn_up, self.bn_down = nn.BatchNorm1d(widths[1]), nn.BatchNorm1d(widths[2])
+
+    def forward(self, x):
+        h = self.up(x)
+        h = torch.nn.functional.hardswish(self.bn_up(h.flatten(0, 1)).reshape_as(h))
+        h = self.down(h)
+        return x + self.bn_down(h.flatten(0, 1)).view_as(h)
+
+
+class ReshapedLikeTheInput(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc, self.head = nn.Linear(8, 8), nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.head(self.fc(x).reshape_as(x))
+
+
+def test_reshape_as_follows_the_channels_of_the_tensor_it_reads_its_sizes_from():
+    torch.manual_seed(0)
+    model = randomize_norms(BatchNormTokens()).eval()
+    x = torch.randn(2, 5, 6)
+    gated = lumos.compile(model, example_inputs=(x,))
+    groups = {g.name: g for g in lumos.report(gated).groups}
+    assert groups["up"].pinned is None
+    randomize_gates(gated, seed=3)
+    pruned = lumos.extract(gated)
+    assert pruned.up.weight.shape[0] < 10
+    assert lumos.verify(gated, pruned, (torch.randn(3, 7, 6),)) < 1e-5
+    # sized by the input: fc's channels are the input's features, dropped together
+    other = lumos.compile(ReshapedLikeTheInput(), example_inputs=(torch.randn(2, 8),))
+    assert "fc" not in gate_widths(other) and gate_widths(other)["x"] == 8
+    randomize_gates(other, seed=3)
+    pruned = lumos.extract(other)
+    assert pruned.fc.weight.shape[0] == len(pruned.lumos_kept_inputs["x"]) < 8
+    assert lumos.verify(other, pruned, (torch.randn(5, 8),)) < 1e-5

@@ -164,6 +164,8 @@ def _labels_of(ctx: RuleContext, node: fx.Node, input_dims: dict, inputs: dict):
         return None
     if node.op != "call_function":
         return None
+    if not node.users and not node.is_impure():
+        return None      # dead: read only for its shape (BART's embeds[:, :, -1]), pins nothing
     rule = REGISTRY.lookup(node)
     if not getattr(rule, "reads_sizes", False):
         for value in node.all_input_nodes:

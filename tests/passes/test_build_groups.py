@@ -77,3 +77,33 @@ def test_a_recurrent_models_input_features_are_gated_and_dropped_exactly():
     pruned = lumos.extract(gated)
     assert pruned.lumos_kept_inputs == {"x": [2, 3, 4]}
     assert lumos.verify(gated, pruned, (torch.randn(2, 9, 5),)) < 1e-5
+
+
+class ShapeOnlyRead(nn.Module):
+    """BART's ``embed_positions(inputs_embeds[:, :, -1])``: a channel picked only for
+    the shape of the tensor it gives; the exported graph keeps the unused ``select``."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Linear(5, 8)
+        self.positions = nn.Embedding(16, 8)
+        self.head = nn.Linear(8, 2)
+
+    def position_table(self, like):
+        return self.positions(torch.arange(like.shape[1], device=like.device))
+
+    def forward(self, x):
+        h = self.embed(x)
+        return self.head(torch.relu(h + self.position_table(h[:, :, -1])))
+
+
+def test_a_tensor_read_only_for_its_shape_pins_nothing():
+    torch.manual_seed(0)
+    gated = lumos.compile(ShapeOnlyRead().eval(), example_inputs=(torch.randn(2, 7, 5),))
+    groups = {g.name: g for g in lumos.report(gated).groups}
+    assert groups["embed"].pinned is None, groups["embed"].pinned
+    with torch.no_grad():
+        lumos.gates(gated)["embed"].log_alpha[-3:] = -8.0
+    pruned = lumos.extract(gated)
+    assert pruned.embed.weight.shape[0] == 5 and pruned.positions.weight.shape[1] == 5
+    assert lumos.verify(gated, pruned, (torch.randn(3, 7, 5),)) < 1e-5

@@ -147,13 +147,19 @@ def _hf_models():
     # Hugging Face's Conv1D: a weight stored (in, out) and read by addmm
     gpt2 = transformers.GPT2Model(transformers.GPT2Config(
         vocab_size=100, n_embd=32, n_layer=2, n_head=4, n_positions=64, use_cache=False))
+    # a mixture of experts: fused (experts, 2 * inner, hidden) weights, grouped products
+    mixtral = transformers.MixtralModel(transformers.MixtralConfig(
+        vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, num_local_experts=4,
+        num_experts_per_tok=2, max_position_embeddings=64, use_cache=False))
     return {"bert": (bert, lambda b: (torch.randint(0, 100, (b, 16)),)),
+            "mixtral": (mixtral, lambda b: (torch.randint(0, 100, (b, 10)),)),
             "gpt2": (gpt2, lambda b: (torch.randint(0, 100, (b, 12)),)),
             "vit": (vit, lambda b: (torch.randn(b, 3, 32, 32),)),
             "llama": (llama, lambda b: (torch.randint(0, 100, (b, 10)),))}
 
 
-@pytest.mark.parametrize("name", ["bert", "vit", "llama", "gpt2"])
+@pytest.mark.parametrize("name", ["bert", "vit", "llama", "gpt2", "mixtral"])
 def test_hugging_face_models_compile_in_train_mode_and_extract_exactly(name):
     torch.manual_seed(0)
     model, make = _hf_models()[name]
@@ -164,11 +170,16 @@ def test_hugging_face_models_compile_in_train_mode_and_extract_exactly(name):
     with torch.no_grad():
         expected = model(*x).last_hidden_state
         torch.testing.assert_close(gated.eval()(*x).last_hidden_state, expected)
-    assert any(k in key for key in lumos.gates(gated) for k in ("intermediate", "fc1", "gate_proj", "c_fc"))
+    assert any(k in key for key in lumos.gates(gated)
+               for k in ("intermediate", "fc1", "gate_proj", "c_fc", "experts"))
     randomize_gates(gated, seed=2)
     pruned = lumos.extract(gated)
     assert lumos.verify(gated, pruned, x) < 1e-5
     assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in model.parameters())
+    if name == "mixtral":      # every expert keeps the same inner channels
+        experts = pruned.get_submodule("layers.0.mlp.experts")
+        inner = experts.down_proj.shape[2]
+        assert inner < 64 and experts.gate_up_proj.shape[1] == 2 * inner
 
 
 @pytest.mark.parametrize("name,hidden", [("GIN", "convs.0.nn.lins.0"), ("GCN", "convs.0.lin"),

@@ -91,11 +91,13 @@ def baddbmm(ctx, node):
     return out
 
 
-def contract(ctx, node, operands, arg_paths, specs, output):
+def contract(ctx, node, operands, arg_paths, specs, output, selects: str = ""):
     """The channel facts of a contraction ``specs -> output`` over ``operands``
     (``arg_paths``: where each operand sits in ``node.args``). An operand that is a
     parameter, or a view of the whole of its dim (``x @ w.t()``, ``x @ w[0]``), is a
-    weight there: sliced, never gated."""
+    weight there: sliced, never gated. Letters in ``selects`` pick one entry per row
+    instead of summing over them (a mixture of experts' expert dim): a weight's FLOPs
+    are divided by their sizes."""
     uses: dict[str, list[tuple[int, int]]] = {}
     for k, spec in enumerate(specs):
         for d, letter in enumerate(spec):
@@ -128,7 +130,8 @@ def contract(ctx, node, operands, arg_paths, specs, output):
             param_dims.setdefault(k, {})[weight_dim(k, d)] = labels
     for k, dims in param_dims.items():        # one record per weight, all its labeled dims
         others = [s for letter, s in sizes.items() if letter not in specs[k]]
-        flops = 2.0 * math.prod(others) / max(sizes.get(specs[0][0], 1), 1)
+        flops = 2.0 * math.prod(others) / max(sizes.get(specs[0][0], 1), 1) / math.prod(
+            sizes.get(letter, 1) for letter in selects)
         used = math.prod(ctx.shape(operands[k])) / max(math.prod(ctx.shape(
             ctx.param_node(operands[k]))), 1)          # the share of it this view holds
         ctx.param(views[k][0], dims, flops_per_entry=flops * used)

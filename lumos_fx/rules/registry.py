@@ -37,6 +37,7 @@ aten = torch.ops.aten
 class RuleRegistry:
     def __init__(self):
         self._rules: dict[Any, Rule] = {}
+        self._named: dict[str, Rule] = {}
         self.pointwise: Rule | None = None
 
     def ops(self, *ops: Any) -> Callable[[Rule], Rule]:
@@ -51,13 +52,21 @@ class RuleRegistry:
     def add(self, rule: Rule, ops) -> Rule:
         return self.ops(*ops)(rule)
 
+    def named(self, *names: str) -> Callable[[Rule], Rule]:
+        """Register a rule for custom ops by qualified name (``"library::op"``), every
+        overload: a library registers its ops when it is imported, maybe after this."""
+        def decorate(rule: Rule) -> Rule:
+            self._named.update(dict.fromkeys(names, rule))
+            return rule
+        return decorate
+
     def find(self, target: Any) -> Rule | None:
         try:
             rule = self._rules.get(target)
         except TypeError:  # unhashable target
             return None
         if rule is None and isinstance(target, torch._ops.OpOverload):
-            rule = self._rules.get(target.overloadpacket)
+            rule = self._rules.get(target.overloadpacket) or self._named.get(target._schema.name)
             if rule is None and torch.Tag.pointwise in target.tags:
                 rule = self.pointwise
         return rule

@@ -282,6 +282,14 @@ _KNOWN = [
 ]
 
 
+def _random_skip(frame: traceback.FrameSummary) -> bool:
+    """Whether the failing line, or the few before it, branch on a random draw
+    (Hugging Face's ``dropout_probability = torch.rand([])`` ... ``if skip_the_layer``)."""
+    context = " ".join(linecache.getline(frame.filename, n)
+                       for n in range(max(1, frame.lineno - 4), frame.lineno + 1))
+    return "layerdrop" in context.lower() or "torch.rand" in context
+
+
 def explain(model: nn.Module, err: Exception, training: bool, args: tuple = ()) -> str:
     """The ``TraceError`` message for a failed export: the user's line and a remedy."""
     summary = traceback.extract_tb(err.__traceback__)
@@ -295,6 +303,12 @@ def explain(model: nn.Module, err: Exception, training: bool, args: tuple = ()) 
         if any(word in text for word in words):
             what, fix = known_what, known_fix
             break
+    if user and what.startswith("Python control flow") and _random_skip(user[-1]):
+        what = ("a layer is skipped at random in training (LayerDrop): Python branches on a "
+                "random number.")
+        fix = ("set the skip probability to 0 while pruning (Hugging Face: "
+               "model.config.layerdrop = 0.0 before building the model), or multiply the "
+               "layer's output by a random 0/1 tensor instead of branching")
     mode = "train" if training else "eval"
     shapes = ", ".join(f"Tensor{tuple(a.shape)}" if isinstance(a, torch.Tensor)
                        else type(a).__name__ for a in args)

@@ -71,6 +71,36 @@ def test_data_dependent_if_names_the_line():
     _assert_unchanged(model, before)
 
 
+class LayerDrop(nn.Module):
+    """Hugging Face's LayerDrop: a layer skipped at random while training."""
+
+    def __init__(self, layerdrop: float = 0.1):
+        super().__init__()
+        self.layers = nn.ModuleList([nn.Linear(20, 20), nn.Linear(20, 20)])
+        self.layerdrop = layerdrop
+
+    def forward(self, x):
+        for layer in self.layers:
+            skip_the_layer = False
+            if self.training and self.layerdrop > 0.0:
+                skip_the_layer = torch.rand([]) < self.layerdrop
+            if not skip_the_layer:
+                x = x + torch.relu(layer(x))
+        return x
+
+
+def test_a_layer_skipped_at_random_names_layerdrop_and_its_switch():
+    with pytest.raises(lumos.TraceError) as info:
+        lumos.compile(LayerDrop().train(), example_inputs=(torch.randn(4, 20),))
+    message = str(info.value)
+    assert "LayerDrop" in message and "if not skip_the_layer" in message
+    assert "layerdrop = 0.0" in message
+    model = LayerDrop(layerdrop=0.0).train()
+    gated = lumos.compile(model, example_inputs=(torch.randn(4, 20),))      # the switch works
+    x = torch.randn(3, 20)
+    torch.testing.assert_close(gated.eval()(x), model.eval()(x))
+
+
 def test_a_batch_size_baked_into_a_constant_is_an_error_naming_the_line():
     """``len(x)`` makes torch.export record the example's batch size as a constant; the
     gated model would silently divide by 4 at every batch size, so compile refuses."""

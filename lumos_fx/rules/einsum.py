@@ -66,9 +66,17 @@ def matmul(ctx, node):
 def addmm(ctx, node):
     """``bias + mat1 @ mat2`` (Hugging Face's ``Conv1D``, a weight stored ``(in, out)``):
     the product as :func:`matmul`, a parameter ``bias`` of shape ``(out,)`` follows the
-    output channels; any other added tensor pins them."""
+    output channels, an added tensor of the product's shape joins them (a residual);
+    any other added tensor pins them."""
     bias, mat1, mat2 = node.args[:3]
     out = contract(ctx, node, [mat1, mat2], [1, 2], ["ij", "jk"], "ik")
+    added = ctx.of(bias) or {}
+    if ctx.attr(bias) is None and ctx.shape(bias) == ctx.shape(node) and 0 not in added \
+            and (out.get(1) is None) == (added.get(1) is None):
+        # a residual of the same shape (GCN2Conv's beta * h @ W + (1 - beta) * h)
+        if out.get(1) is not None:
+            ctx.unify(out[1], added[1], f"{node.name}: addmm adds a tensor of these channels")
+        return out
     if out.get(1) is not None and not (ctx.attr(bias) is not None and ctx.shape(bias) == (
             ctx.shape(node)[1],)):
         ctx.pin(out[1], f"{node.name}: addmm adds a tensor that is not a bias")

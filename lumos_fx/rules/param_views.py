@@ -116,6 +116,9 @@ class ParameterViews:
             return inner
         if name == "index" and len(value.args[1]) == 1 and isinstance(value.args[1][0], fx.Node):
             return path, [None] * (len(shape) - rank + 1) + dims[1:]   # a lookup along dim 0
+        if name == "index_select" and len(shape) == rank:     # w.index_select(d, i): picks along d
+            picked = int(value.args[1]) % rank
+            return path, [None if i == picked else d for i, d in enumerate(dims)]
         if name in ("view", "reshape", "_unsafe_view"):
             return path, reshaped_dims(dims, self.shape(value.args[0]), shape, value.args[1])
         if name == "squeeze":

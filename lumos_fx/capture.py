@@ -287,7 +287,9 @@ def _random_skip(frame: traceback.FrameSummary) -> bool:
     (Hugging Face's ``dropout_probability = torch.rand([])`` ... ``if skip_the_layer``)."""
     context = " ".join(linecache.getline(frame.filename, n)
                        for n in range(max(1, frame.lineno - 4), frame.lineno + 1))
-    return "layerdrop" in context.lower() or "torch.rand" in context
+    lowered = context.lower()
+    return "layerdrop" in lowered or ("torch.rand" in context and
+                                      ("skip" in lowered or "drop" in lowered))
 
 
 def explain(model: nn.Module, err: Exception, training: bool, args: tuple = ()) -> str:

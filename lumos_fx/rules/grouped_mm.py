@@ -10,7 +10,7 @@ folds into every expert's weight, ``O`` are new channels that the experts share
 (index ``i`` of every expert lives or dies together, as Hugging Face's fused
 ``gate_up_proj``/``down_proj`` store them), and the experts themselves are never
 removed. Hugging Face's ``transformers::grouped_mm_fallback`` (its CPU path) has
-this form; a bias or any other operand rank pins. ``aten._grouped_mm`` (its GPU
+this form; any other operand rank pins. ``aten._grouped_mm`` (its GPU
 path) has no rule yet: its kernels need 16-byte aligned widths, which a pruned
 width may not be, so it pins.
 
@@ -30,10 +30,8 @@ from .registry import REGISTRY
 @REGISTRY.named("transformers::grouped_mm_fallback")
 def grouped_mm(ctx, node):
     x, weight = node.args[:2]
-    bias = node.args[3] if len(node.args) > 3 else node.kwargs.get("bias")
-    shapes = [ctx.shape(x), ctx.shape(weight)]
-    if bias is not None or [len(s or ()) for s in shapes] != [2, 3]:
-        ctx.pin_inputs(node, f"{node.name}: a grouped matrix product with a bias or "
-                             "operands other than (tokens, in) and (experts, in, out)")
+    if [len(ctx.shape(a) or ()) for a in (x, weight)] != [2, 3]:
+        ctx.pin_inputs(node, f"{node.name}: a grouped matrix product of operands other "
+                             "than (tokens, in) and (experts, in, out)")
         return {}
     return contract(ctx, node, [x, weight], [0, 1], ["tj", "ejk"], "tk", selects="e")

@@ -90,7 +90,7 @@ def check_input_dims(input_dims, gm: fx.GraphModule) -> dict:
 def check_eval_identity(model: nn.Module, gated: nn.Module, inputs: tuple,
                         rtol: float = 1e-5) -> float:
     """With all gates open, ``gated.eval()`` must compute what ``model.eval()`` does."""
-    error = eval_mode_error(model, gated, inputs, inputs)
+    error = eval_mode_error(model, gated, inputs, inputs, "the gated model")
     if not error <= rtol:
         raise LumosError(
             f"the captured eval-mode graph of {type(model).__name__} differs from "

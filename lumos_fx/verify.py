@@ -51,14 +51,23 @@ def model_inputs(gated: nn.Module, inputs: tuple) -> tuple:
 
 
 def eval_mode_error(expected: nn.Module, actual: nn.Module, expected_inputs: tuple,
-                    actual_inputs: tuple) -> float:
+                    actual_inputs: tuple, actual_name: str = "the extracted model") -> float:
     """Relative error of ``actual`` against ``expected``, both run in eval mode without
-    gradients; their modes are restored."""
+    gradients; their modes are restored. Raises :class:`~lumos_fx.ExactnessError` when
+    ``actual`` fails to run where ``expected`` ran."""
     modes = expected.training, actual.training
     expected.eval(), actual.eval()
     try:
         with torch.no_grad():
-            return relative_error(expected(*expected_inputs), actual(*actual_inputs))
+            reference = expected(*expected_inputs)
+            try:
+                output = actual(*actual_inputs)
+            except (RuntimeError, IndexError, ValueError) as error:
+                raise ExactnessError(
+                    f"{actual_name} fails on inputs {type(expected).__name__} runs on: "
+                    f"{type(error).__name__}: {error}. This is a lumos_fx bug; please report "
+                    f"the model.") from error
+            return relative_error(reference, output)
     finally:
         expected.train(modes[0]), actual.train(modes[1])
 

@@ -152,14 +152,20 @@ def _hf_models():
         vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, num_local_experts=4,
         num_experts_per_tok=2, max_position_embeddings=64, use_cache=False))
+    # Falcon's grouped layout: (groups, q_per_group + 2, head_dim) picked by slices and
+    # literal indices, the key/value heads broadcast to their query heads with literal sizes
+    falcon = transformers.FalconModel(transformers.FalconConfig(
+        vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        num_kv_heads=2, new_decoder_architecture=True, use_cache=False))
     return {"bert": (bert, lambda b: (torch.randint(0, 100, (b, 16)),)),
+            "falcon": (falcon, lambda b: (torch.randint(0, 100, (b, 10)),)),
             "mixtral": (mixtral, lambda b: (torch.randint(0, 100, (b, 10)),)),
             "gpt2": (gpt2, lambda b: (torch.randint(0, 100, (b, 12)),)),
             "vit": (vit, lambda b: (torch.randn(b, 3, 32, 32),)),
             "llama": (llama, lambda b: (torch.randint(0, 100, (b, 10)),))}
 
 
-@pytest.mark.parametrize("name", ["bert", "vit", "llama", "gpt2", "mixtral"])
+@pytest.mark.parametrize("name", ["bert", "vit", "llama", "gpt2", "mixtral", "falcon"])
 def test_hugging_face_models_compile_in_train_mode_and_extract_exactly(name):
     torch.manual_seed(0)
     model, make = _hf_models()[name]
@@ -171,7 +177,7 @@ def test_hugging_face_models_compile_in_train_mode_and_extract_exactly(name):
         expected = model(*x).last_hidden_state
         torch.testing.assert_close(gated.eval()(*x).last_hidden_state, expected)
     assert any(k in key for key in lumos.gates(gated)
-               for k in ("intermediate", "fc1", "gate_proj", "c_fc", "experts"))
+               for k in ("intermediate", "fc1", "gate_proj", "c_fc", "experts", "h_to_4h"))
     randomize_gates(gated, seed=2)
     pruned = lumos.extract(gated)
     assert lumos.verify(gated, pruned, x) < 1e-5
@@ -180,6 +186,9 @@ def test_hugging_face_models_compile_in_train_mode_and_extract_exactly(name):
         experts = pruned.get_submodule("layers.0.mlp.experts")
         inner = experts.down_proj.shape[2]
         assert inner < 64 and experts.gate_up_proj.shape[1] == 2 * inner
+    if name == "falcon":       # a kv group closed: its query heads go with it
+        groups = {g.name: g for g in lumos.report(gated).groups}
+        assert groups["h.0.self_attention.query_key_value"].pinned is None
 
 
 @pytest.mark.parametrize("name,hidden", [("GIN", "convs.0.nn.lins.0"), ("GCN", "convs.0.lin"),

@@ -8,7 +8,10 @@ pruned model runs for any batch size without user patches:
   counts (a size ``s0 * H`` becomes ``s0 * kept``); ``unflatten`` - the same for its sizes;
 * ``split`` - ``split``/``chunk`` along a channel dim become ``split_with_sizes``
   with each piece's kept count;
-* ``slice`` - ``x[:, a:b]`` on a channel dim becomes the kept positions' bounds;
+* ``slice`` - ``x[:, a:b]`` (or ``narrow``) on a channel dim becomes the kept positions'
+  bounds;
+* ``gather`` - a literal index (``index_select``, ``x[..., idx]``) on a channel dim
+  becomes the kept picks' positions among the kept channels;
 * ``factory_size`` - a tensor the model allocates (``torch.zeros(B, C, M)``, a recurrent
   layer's zero state) follows the kept size of the channels written into it;
 * ``layer_norm`` - LayerNorm/RMSNorm (and one-group GroupNorm) over pruned channels keeps
@@ -33,6 +36,8 @@ import numpy as np
 import torch
 from torch import fx
 
+from ..rules.context import arg_at, replace_arg
+from ..rules.gather import literal, rewritten_index
 from ..rules.heads import scaled_symbol
 
 aten = torch.ops.aten
@@ -101,7 +106,25 @@ def _slice(node: fx.Node, decisions) -> None:
     kept = decisions.kept(info["labels"])
     start, stop = kept_before(kept, info["start"]), kept_before(kept, info["stop"])
     dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+    node.target = aten.slice.Tensor        # a narrow's (start, length) become bounds too
     node.args, node.kwargs = (node.args[0], dim, start, stop, 1), {}
+
+
+def _gather(node: fx.Node, decisions) -> None:
+    """A literal index on a channel dim: the kept picks, as positions among the kept
+    channels, in a new buffer (the old literal may be shared by other nodes)."""
+    info = node.meta["lumos"]["gather"]
+    labels, positions, arg = info["labels"], info["positions"], info["arg"]
+    kept_in, kept_out = decisions.kept(labels), decisions.kept(labels[positions])
+    if len(kept_in) == len(labels) and len(kept_out) == len(positions):
+        return
+    gm = node.graph.owning_module
+    buffer = f"lumos_index_{node.name}"
+    device = literal(gm, arg_at(node, arg)).device
+    gm.register_buffer(buffer, torch.as_tensor(rewritten_index(kept_in, positions, kept_out),
+                                               device=device), persistent=False)
+    with node.graph.inserting_before(node):
+        replace_arg(node, arg, node.graph.get_attr(buffer))
 
 
 def _mean(node: fx.Node, decisions) -> None:
@@ -185,6 +208,7 @@ def _layer_norm(node: fx.Node, decisions) -> None:
 
 
 REWRITES = {"shape_args": _shape_args, "unflatten": _unflatten, "split": _split, "slice": _slice,
+            "gather": _gather,
             "mean": _mean, "groups": _groups, "num_groups": _num_groups,
             "factory_size": _factory_size,
             "layer_norm": _layer_norm}

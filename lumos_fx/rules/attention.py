@@ -13,7 +13,9 @@ Grouped-query attention (``enable_gqa=True``, ``Hq = n * Hkv``): query head ``h`
 reads key/value head ``h // n``, so a key/value head and its ``n`` query heads are
 one channel; every kept key/value head keeps all of its query heads and the
 ratio ``n`` stays. (With ``repeat_interleave``/``expand`` written out, the copies
-already carry the key/value head's label and the head counts are equal here.)
+already carry the key/value head's label and the head counts are equal here.) One
+key/value head broadcast over all query heads (multi-query attention, Falcon) is
+the case ``Hkv = 1``: the attention lives or dies whole.
 
 An operand whose heads dim carries no labels but whose ``head_dim`` does (one
 head: ``view(B, N, 1, D)`` factors onto ``D``; or the copies of a single
@@ -55,8 +57,9 @@ def attention(ctx, node):
                 ctx.pin(atoms, f"{node.name}: attention over a channel dim (tokens or head_dim)")
     counts = [ctx.shape(t)[heads_dim] if rank >= 3 else None for t in operands]
     ratio = counts[0] // counts[1] if rank >= 3 and counts[1] else 0
+    shared = rank >= 3 and counts[1] == 1         # one key/value head broadcast (multi-query)
     if rank < 3 or counts[1] != counts[2] or not (
-            counts[0] == counts[1] or (gqa and ratio * counts[1] == counts[0])):
+            counts[0] == counts[1] or ((gqa or shared) and ratio * counts[1] == counts[0])):
         for lab in labels:
             ctx.pin(lab.get(heads_dim), f"{node.name}: attention with unequal head counts")
         return {}

@@ -98,7 +98,7 @@ def _parameter_dim(ctx, node, operands, dims, shapes, size):
 
 
 REGISTRY.pointwise = elementwise
-REGISTRY.add(elementwise, packets("expand_as", "broadcast_to", "masked_fill", "masked_fill_",
+REGISTRY.add(elementwise, packets("expand_as", "masked_fill", "masked_fill_",
                                   "where", "maximum", "minimum", "lerp", "addcmul", "addcdiv",
                                   "rrelu_with_noise"))
 

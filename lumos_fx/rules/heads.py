@@ -177,7 +177,7 @@ def _moved(user: fx.Node, d: int, rank: int) -> int | None:
     target = user.target
     if is_copy(user) or target is aten.slice.Tensor:
         return d
-    if target is aten.expand.default:
+    if target in (aten.expand.default, aten.broadcast_to.default):
         return d + len(user.args[1]) - rank
     if target is aten.permute.default:
         return [int(a) % rank for a in user.args[1]].index(d)
@@ -192,11 +192,11 @@ def _moved(user: fx.Node, d: int, rank: int) -> int | None:
     return None
 
 
-@REGISTRY.ops(aten.expand.default, aten.repeat.default)
+@REGISTRY.ops(aten.expand.default, aten.broadcast_to.default, aten.repeat.default)
 def expand(ctx, node):
     """Expanding size-1 dims keeps channels: ``-1`` (or a repeat of 1) on a channel dim,
-    or an ``expand`` size equal to the channel count (``k[:, :, None].expand(B, Hkv, n,
-    T, D)``), which extraction rewrites to the kept count. ``repeat(..., n, ...)`` on a
+    or an ``expand``/``broadcast_to`` size equal to the channel count
+    (``k[:, :, None].expand(B, Hkv, n, T, D)``), which extraction rewrites to the kept count. ``repeat(..., n, ...)`` on a
     channel dim tiles its labels. Anything else pins."""
     x = ctx.of(node.args[0]) or {}
     sizes = list(node.args[1])

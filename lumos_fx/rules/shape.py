@@ -331,34 +331,19 @@ def slice_tensor(ctx, node):
     return {**x, dim: x[dim][start:stop]}
 
 
-@REGISTRY.ops(aten.select.int, aten.index_select.default, aten.narrow.default)
+@REGISTRY.ops(aten.select.int)
 def select(ctx, node):
-    """Picking entries of a dim: fine on a non-channel dim, pins a channel dim."""
+    """``x.select(dim, i)``: fine on a non-channel dim; on a channel dim the dim is gone,
+    so it pins (or reads a categorical feature's code). Constant picks that keep the
+    dim (``narrow``, ``index_select``, ``x[..., idx]``) are in :mod:`.gather`."""
     x = ctx.of(node.args[0]) or {}
     rank = len(ctx.shape(node.args[0]))
     dim = node.args[1] % rank
-    if node.target is aten.select.int and reads_a_category(ctx, node, x.get(dim)):
+    if reads_a_category(ctx, node, x.get(dim)):
         tag_feature(ctx, node, x[dim])
     else:
         ctx.pin(x.get(dim), f"{node.name}: indexes into a channel dim")
-    if node.target is aten.select.int:
-        return {d - (d > dim): lab for d, lab in x.items() if d != dim}
-    return {d: lab for d, lab in x.items() if d != dim}
-
-
-@REGISTRY.ops(aten.index.Tensor)
-def index(ctx, node):
-    """``x[idx]`` with one index tensor: the indexed dim becomes the index's dims."""
-    x = ctx.of(node.args[0]) or {}
-    indices = list(node.args[1])
-    tensors = [k for k, i in enumerate(indices) if i is not None]
-    if len(tensors) != 1:
-        ctx.pin_value(x, f"{node.name}: advanced indexing")
-        return {}
-    k = tensors[0]
-    ctx.pin(x.get(k), f"{node.name}: indexes into a channel dim")
-    grown = len(ctx.shape(node)) - len(ctx.shape(node.args[0]))
-    return {d if d < k else d + grown: lab for d, lab in x.items() if d != k}
+    return {d - (d > dim): lab for d, lab in x.items() if d != dim}
 
 
 @REGISTRY.ops(*packets("split", "split_with_sizes", "chunk", "tensor_split", "unsafe_split"))

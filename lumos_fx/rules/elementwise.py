@@ -100,7 +100,15 @@ def _parameter_dim(ctx, node, operands, dims, shapes, size):
 REGISTRY.pointwise = elementwise
 REGISTRY.add(elementwise, packets("expand_as", "masked_fill", "masked_fill_",
                                   "where", "maximum", "minimum", "lerp", "addcmul", "addcdiv",
-                                  "rrelu_with_noise"))
+                                  "rrelu_with_noise",
+                                  # aliases torch does not tag pointwise (torch.multiply, ...)
+                                  "multiply", "multiply_", "subtract", "subtract_", "divide",
+                                  "divide_", "true_divide", "true_divide_", "floor_divide",
+                                  "floor_divide_", "negative", "negative_", "absolute",
+                                  "absolute_", "rsub", "greater", "less", "greater_equal",
+                                  "less_equal", "not_equal", "fix", "arctan", "arcsin",
+                                  "arccos", "arctanh", "arcsinh", "arccosh", "arctan2",
+                                  "special_xlogy"))
 
 
 @REGISTRY.ops(*packets("softmax", "_softmax", "log_softmax", "_log_softmax"))

@@ -76,7 +76,7 @@ def _picked(ctx, node, x: dict, dim: int, positions: np.ndarray, index_arg) -> d
     return {**x, dim: labels[positions]}
 
 
-@REGISTRY.ops(aten.narrow.default)
+@REGISTRY.ops(aten.narrow.default, aten.narrow_copy.default)
 def narrow(ctx, node):
     """``x.narrow(dim, start, length)``: a slice; the bounds are rewritten on extraction."""
     x = ctx.of(node.args[0]) or {}

@@ -215,7 +215,7 @@ def matrix_transpose(ctx, node):
     return _permuted(ctx.of(node.args[0]) or {}, list(range(rank))[::-1])
 
 
-@REGISTRY.ops(aten.movedim.int, aten.movedim.intlist)
+@REGISTRY.ops(aten.movedim.int, aten.movedim.intlist, aten.moveaxis.int, aten.moveaxis.intlist)
 def movedim(ctx, node):
     rank = len(ctx.shape(node.args[0]))
     src, dst = node.args[1], node.args[2]

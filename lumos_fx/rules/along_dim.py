@@ -1,0 +1,118 @@
+"""Rules for ops that work along one dim they name: flips, rolls, scans, sorts, windows.
+
+``torch.roll`` for a periodic boundary, ``cumsum`` over time, ``diff`` of a
+series, ``sort``/``topk`` over tokens, ``x.unfold(dim, size, step)`` windows:
+every other dim passes through untouched, so channels elsewhere keep their
+labels. Along a channel dim these ops mix or move channels in ways extraction
+cannot rewrite, so that dim pins; ``flip`` is the exception (the kept channels
+come out reversed too). ``im2col`` (``nn.Unfold``) copies each channel into a
+block of ``kernel`` positions and ``col2im`` (``nn.Fold``) sums such blocks back.
+
+Example::
+
+    >>> import torch
+    >>> from lumos_fx.rules import REGISTRY
+    >>> from lumos_fx.rules.along_dim import along_dim
+    >>> REGISTRY.find(torch.ops.aten.roll.default) is along_dim
+    True
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .registry import REGISTRY, aten, packets
+
+# op packet -> (position of its dim argument, its name, default; True: several dims)
+_DIM_ARG = {
+    "roll": (2, "dims", (), True), "cumsum": (1, "dim", None, False),
+    "cumprod": (1, "dim", None, False), "logcumsumexp": (1, "dim", None, False),
+    "cummax": (1, "dim", None, False), "cummin": (1, "dim", None, False),
+    "diff": (2, "dim", -1, False), "sort": (1, "dim", -1, False),
+    "argsort": (1, "dim", -1, False), "topk": (2, "dim", -1, False),
+    "unfold": (1, "dimension", None, False),
+}
+
+
+def along_dim(ctx, node):
+    """Labels of dims the op does not work along pass through; the op's dims pin."""
+    packet = node.target.overloadpacket.__name__
+    x = ctx.of(node.args[0]) or {}
+    rank = len(ctx.shape(node.args[0]))
+    index, name, default, several = _DIM_ARG[packet]
+    dims = ctx.arg(node, index, name, default)
+    if several and not dims:                      # roll with no dims: over the flattened tensor
+        ctx.pin_value(x, f"{node.name}: {packet} over the flattened tensor")
+        return {}
+    dims = [d % rank for d in (dims if several else [dims])]
+    out = {}
+    for d, lab in x.items():
+        if d in dims:
+            ctx.pin(lab, f"{node.name}: {packet} along a channel dim")
+        else:
+            out[d] = lab
+    if packet == "diff":
+        _join_ends(ctx, node, out, dims[0])
+    if ctx.shape(node) is None:                   # (values, indices)
+        return tuple(dict(out) for _ in node.meta.get("tensor_meta") or ())
+    return out
+
+
+def _join_ends(ctx, node, out: dict, dim: int) -> None:
+    """``diff(x, prepend=p, append=a)`` concatenates ``p`` and ``a`` to ``x`` along ``dim``:
+    their channels on the other dims are ``x``'s."""
+    for name, index in (("prepend", 3), ("append", 4)):
+        end = ctx.arg(node, index, name)
+        if end is None:
+            continue
+        labels = ctx.of(end) or {}
+        for d in set(labels) | set(out):
+            if d == dim or d not in labels or d not in out:
+                ctx.pin(labels.get(d), f"{node.name}: diff joined with an unlabeled tensor")
+                ctx.pin(out.get(d) if d != dim else None, f"{node.name}: diff joined with an "
+                                                          "unlabeled tensor")
+            else:
+                ctx.unify(out[d], labels[d], f"{node.name}: diff joined with a fixed channel")
+
+
+REGISTRY.add(along_dim, packets(*_DIM_ARG))
+
+
+@REGISTRY.ops(aten.flip.default)
+def flip(ctx, node):
+    """Flipped channels: the kept ones come out reversed as well, nothing to rewrite."""
+    x = ctx.of(node.args[0]) or {}
+    rank = len(ctx.shape(node.args[0]))
+    dims = {d % rank for d in node.args[1]}
+    return {d: lab[::-1].copy() if d in dims else lab for d, lab in x.items()}
+
+
+@REGISTRY.ops(aten.im2col.default)
+def im2col(ctx, node):
+    """``(N, C, H, W) -> (N, C * kh * kw, L)``: channel ``c`` owns block ``c`` of rows."""
+    x = ctx.of(node.args[0]) or {}
+    channel = len(ctx.shape(node.args[0])) - 3
+    for d, lab in x.items():
+        if d != channel:
+            ctx.pin(lab, f"{node.name}: im2col over a labeled spatial dim")
+    if channel not in x:
+        return {}
+    return {channel: np.repeat(x[channel], math.prod(node.args[1]))}
+
+
+@REGISTRY.ops(aten.col2im.default)
+def col2im(ctx, node):
+    """``(N, C * kh * kw, L) -> (N, C, H, W)``: when each block of rows is one channel's."""
+    x = ctx.of(node.args[0]) or {}
+    channel = len(ctx.shape(node.args[0])) - 2
+    for d, lab in x.items():
+        if d != channel:
+            ctx.pin(lab, f"{node.name}: col2im over a labeled position dim")
+    if channel not in x:
+        return {}
+    blocks = x[channel].reshape(-1, math.prod(node.args[2]))
+    if not (blocks == blocks[:, :1]).all():
+        ctx.pin(x[channel], f"{node.name}: col2im of rows that mix channels")
+        return {}
+    return {channel: blocks[:, 0].copy()}

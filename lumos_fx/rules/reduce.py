@@ -3,10 +3,11 @@
 Pooling works channel by channel, so channels (dim 1) pass through and spatial
 dims lose their labels. A reduction over non-channel dims (a global average
 pool written as ``x.mean((2, 3))``) keeps the channels. A ``sum`` over a channel
-dim is zero-padding invariant: it becomes a gated consumer and stays exact; a
-``mean`` does too once extraction rewrites it as ``sum / original_count``. Any
-other reduction over a channel dim (max, std, norm) would change when a
-channel disappears, so it pins the channels.
+dim is zero-padding invariant: it becomes a gated consumer and stays exact; so
+is a vector norm of order ``>= 0``, and a ``mean`` does too once extraction
+rewrites it as ``sum / original_count``. Any other reduction over a channel dim
+(max, std, logsumexp) would change when a channel disappears, so it pins the
+channels.
 
 Example::
 
@@ -75,19 +76,34 @@ def _reduced_dims(dim, rank: int) -> list[int]:
 def reduction(ctx, node):
     """``mean.dim``, ``sum.dim_IntList``, ``amax`` and friends; ``max.dim`` gives a tuple."""
     packet = node.target.overloadpacket
+    return _reduce(ctx, node, ctx.arg(node, 1, "dim"), bool(ctx.arg(node, 2, "keepdim", False)),
+                   zero_invariant=packet in _ZERO_INVARIANT + _MEANS, mean=packet in _MEANS)
+
+
+def vector_norm(ctx, node):
+    """``linalg_vector_norm(x, ord, dim, keepdim)`` and ``norm(x, p, dim, keepdim)``: for
+    ``ord >= 0`` (``inf`` too) a closed channel, gated to 0, adds nothing, so a norm over
+    a channel dim (``F.normalize``) is a gated consumer like ``sum``; negative orders pin."""
+    order = ctx.arg(node, 1, "ord" if node.target.overloadpacket is aten.linalg_vector_norm
+                    else "p", 2)
+    invariant = order is None or (isinstance(order, (int, float)) and order >= 0)
+    return _reduce(ctx, node, ctx.arg(node, 2, "dim"), bool(ctx.arg(node, 3, "keepdim", False)),
+                   zero_invariant=invariant)
+
+
+def _reduce(ctx, node, dim, keepdim: bool, zero_invariant: bool, mean: bool = False):
+    packet = node.target.overloadpacket
     x = ctx.of(node.args[0]) or {}
     rank = len(ctx.shape(node.args[0]))
-    dim = ctx.arg(node, 1, "dim")
     if not (dim is None or isinstance(dim, int) or all(isinstance(d, int) for d in dim)):
         ctx.pin_value(x, f"{node.name}: {packet.__name__} over a computed dim")
         return {}
     reduced = _reduced_dims(dim, rank)
-    keepdim = bool(ctx.arg(node, 2, "keepdim", False))
     channel_dims = [d for d in reduced if d in x]
-    if len(channel_dims) == 1 and packet in _ZERO_INVARIANT + _MEANS and dim is not None:
+    if len(channel_dims) == 1 and zero_invariant and dim is not None:
         # zero-padding invariant: gate the channels, closed ones add nothing
         ctx.consume(node, 0, channel_dims[0])
-        if packet in _MEANS:
+        if mean:
             shape = ctx.shape(node.args[0])
             node.meta.setdefault("lumos", {}).update(
                 codegen="mean", mean={"count": math.prod(shape[d] for d in reduced)})
@@ -104,7 +120,10 @@ def reduction(ctx, node):
     return out
 
 
+REGISTRY.add(vector_norm, packets("linalg_vector_norm", "norm"))
+
+
 REGISTRY.add(reduction, packets(
-    "mean", "sum", "nansum", "amax", "amin", "std", "var", "norm", "linalg_vector_norm", "prod",
+    "mean", "sum", "nansum", "amax", "amin", "std", "var", "prod",
     "logsumexp", "nanmean", "max", "min", "median", "argmax", "argmin", "all", "any",
     "std_mean", "var_mean"))

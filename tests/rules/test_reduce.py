@@ -1,0 +1,72 @@
+"""Reductions: vector norms over a channel dim are gated consumers, read with their own
+argument order (``ord`` before ``dim``)."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import lumos_fx as lumos
+from tests.test_exactness_zoo import randomize_gates
+
+NORMS = {
+    "normalize": lambda h: F.normalize(h, dim=-1),
+    "norm_keepdim": lambda h: h * h.norm(dim=-1, keepdim=True),
+    "norm_p1": lambda h: h / torch.norm(h, p=1, dim=1, keepdim=True),
+    "vector_norm_3": lambda h: h * torch.linalg.vector_norm(h, 3, dim=-1, keepdim=True),
+    "vector_norm_inf": lambda h: h * torch.linalg.vector_norm(h, float("inf"), dim=-1,
+                                                              keepdim=True),
+    "norm_dropped_dim": lambda h: h * h.norm(dim=1)[:, None],
+}
+
+
+class Normed(nn.Module):
+    def __init__(self, kind: str):
+        super().__init__()
+        self.kind, self.fc, self.out = kind, nn.Linear(5, 8), nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.out(NORMS[self.kind](torch.tanh(self.fc(x))))
+
+
+@pytest.mark.parametrize("kind", list(NORMS))
+def test_norms_over_channels_prune_exactly(kind):
+    torch.manual_seed(0)
+    gated = lumos.compile(Normed(kind).eval(), example_inputs=(torch.randn(3, 5),))
+    assert {g.name: g.pinned for g in lumos.report(gated).groups}["fc"] is None
+    with torch.no_grad():
+        lumos.gates(gated)["fc"].log_alpha[[0, 3, 6]] = -6.0
+    pruned = lumos.extract(gated)
+    assert pruned.fc.weight.shape == (5, 5)
+    assert lumos.verify(gated, pruned, (torch.randn(4, 5),)) < 1e-5
+
+
+class NegativeOrder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc, self.out = nn.Linear(5, 8), nn.Linear(8, 2)
+
+    def forward(self, x):
+        h = self.fc(x)
+        return self.out(h / torch.linalg.vector_norm(h, -1, dim=1, keepdim=True))
+
+
+def test_a_norm_of_negative_order_pins_and_a_norm_over_time_keeps_channels():
+    gated = lumos.compile(NegativeOrder(), example_inputs=(torch.randn(3, 5),))
+    assert "over a channel dim" in {g.name: g.pinned for g in lumos.report(gated).groups}["fc"]
+    model = nn.Sequential(nn.Conv1d(3, 6, 1), nn.Tanh())
+    over_time = lumos.compile(_TimeNorm(model), example_inputs=(torch.randn(2, 3, 7),))
+    assert {g.name: g.pinned for g in lumos.report(over_time).groups}["body.0"] is None
+    randomize_gates(over_time, seed=0)
+    pruned = lumos.extract(over_time)
+    assert lumos.verify(over_time, pruned, (torch.randn(4, 3, 7),)) < 1e-5
+
+
+class _TimeNorm(nn.Module):
+    """``ord=3`` given before ``dim=2``: the rule must not read the order as the dim."""
+
+    def __init__(self, body):
+        super().__init__()
+        self.body, self.out = body, nn.Linear(6, 2)
+
+    def forward(self, x):
+        return self.out(torch.linalg.vector_norm(self.body(x), 3, dim=2))

@@ -18,6 +18,7 @@ Example::
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -143,6 +144,17 @@ class RuleContext(ParameterViews):
         return self.labels.get(value) if isinstance(value, fx.Node) else None
 
     def arg(self, node: fx.Node, index: int, name: str | None = None, default: Any = None) -> Any:
+        """Argument ``name`` of ``node``: for an op with a schema, wherever that op's schema
+        puts it (``default`` when it has none: ``std.default`` has no ``dim``), so one rule
+        reads every overload of a packet right (``std.dim`` has ``unbiased`` before
+        ``keepdim``); else ``node.args[index]`` or the keyword."""
+        positions = _positions(node.target) if name else None
+        if positions is not None:
+            if name not in positions:
+                return default
+            index = positions[name]
+            if index is None:
+                return node.kwargs.get(name, default)
         if index < len(node.args):
             return node.args[index]
         return node.kwargs.get(name, default) if name else default
@@ -245,6 +257,16 @@ class RuleContext(ParameterViews):
 
     def unify(self, a: Labels, b: Labels, reason: str = "unified with a fixed channel") -> None:
         self.channels.unify(a, b, reason)
+
+
+@functools.lru_cache(maxsize=None)
+def _positions(target) -> dict[str, int | None] | None:
+    """``{argument name: position}`` of an op's schema (None for keyword-only ones), or
+    None for a target without a schema (``operator.getitem``)."""
+    schema = getattr(target, "_schema", None)
+    if schema is None:
+        return None
+    return {a.name: None if a.kwarg_only else i for i, a in enumerate(schema.arguments)}
 
 
 def unlabeled(size: int) -> Labels:

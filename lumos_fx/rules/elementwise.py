@@ -109,6 +109,8 @@ REGISTRY.add(elementwise, packets("expand_as", "masked_fill", "masked_fill_",
                                   "less_equal", "not_equal", "fix", "arctan", "arcsin",
                                   "arccos", "arctanh", "arcsinh", "arccosh", "arctan2",
                                   "special_xlogy"))
+# torch.max(a, b) and torch.min(a, b) are elementwise overloads of the reductions' packets
+REGISTRY.ops(aten.max.other, aten.min.other)(elementwise)
 
 
 @REGISTRY.ops(*packets("softmax", "_softmax", "log_softmax", "_log_softmax"))

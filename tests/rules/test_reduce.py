@@ -70,3 +70,28 @@ class _TimeNorm(nn.Module):
 
     def forward(self, x):
         return self.out(torch.linalg.vector_norm(self.body(x), 3, dim=2))
+
+
+class PositionalOverloads(nn.Module):
+    """Overloads whose arguments sit elsewhere than in ``sum.dim_IntList``:
+    ``max.other`` (elementwise; the channels come from its second operand), ``std.dim``
+    (``unbiased`` before ``keepdim``) and ``std.default`` (no ``dim``: all of them)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.out = nn.Linear(3, 6), nn.Linear(6, 2)
+
+    def forward(self, x):                                        # (B, T, 3)
+        h = torch.max(x.mean(2, keepdim=True), torch.tanh(self.fc(x)))
+        spread = torch.std(h, 1, False, True)                   # (B, 1, 6)
+        return self.out(h / spread).mean(1) * torch.std(x, True)
+
+
+def test_every_overload_of_a_reduction_is_read_by_its_own_schema():
+    torch.manual_seed(0)
+    gated = lumos.compile(PositionalOverloads().eval(), example_inputs=(torch.randn(2, 7, 3),))
+    assert {g.name: g.pinned for g in lumos.report(gated).groups}["fc"] is None
+    randomize_gates(gated, seed=4)
+    pruned = lumos.extract(gated)
+    assert pruned.fc.weight.shape[0] < 6
+    assert lumos.verify(gated, pruned, (torch.randn(4, 7, 3),)) < 1e-5

@@ -61,9 +61,10 @@ class ExpectedCost(nn.Module):
         sliced_params, total_flops = 0, 0.0
         param_paths = {name for name, _ in root.named_parameters()}
         for spec in plan.params.values():
-            tensor = _lookup(root, spec.path)
-            is_param = spec.path in param_paths
-            fixed_size = math.prod(s for d, s in enumerate(tensor.shape) if d not in spec.dims)
+            # a weight computed from parameters becomes a parameter of the extracted model
+            shape = getattr(spec, "shape", None) or tuple(_lookup(root, spec.path).shape)
+            is_param = spec.path in param_paths or getattr(spec, "computed", None) is not None
+            fixed_size = math.prod(s for d, s in enumerate(shape) if d not in spec.dims)
             dims = []
             for d in spec.dims:
                 index = np.stack([_global_index(lab, plan, keys) for lab in spec.label_sets(d)])
@@ -75,8 +76,8 @@ class ExpectedCost(nn.Module):
             term_dims.append(dims)
             weights.append((float(fixed_size) if is_param else 0.0,
                             float(fixed_size) * spec.flops_per_entry))
-            sliced_params += tensor.numel() if is_param else 0
-            total_flops += spec.flops_per_entry * tensor.numel()
+            sliced_params += math.prod(shape) if is_param else 0
+            total_flops += spec.flops_per_entry * math.prod(shape)
         depth = max((len(g) for g in gathers), default=1)
         width = max((len(d) for d in term_dims), default=1)
         gather = np.concatenate([np.concatenate([g, np.full((depth - len(g), g.shape[1]), slots)])

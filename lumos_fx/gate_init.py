@@ -62,7 +62,7 @@ def channel_importance(gated: nn.Module) -> dict[str, torch.Tensor]:
     score, count = np.zeros(total + 1), np.zeros(total + 1)
     params = dict(root.named_parameters())
     for spec in plan.params.values():
-        weight = params.get(spec.path)
+        weight = None if getattr(spec, "computed", None) else params.get(spec.path)
         if weight is None or weight.numel() == 0:
             continue
         weight = weight.detach().float()

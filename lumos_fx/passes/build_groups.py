@@ -147,6 +147,8 @@ def build_groups(graphs: dict[bool, fx.GraphModule], input_dims: dict | None = N
             out = _labels_of(ctx, node, input_dims or {}, inputs)
             ctx.labels[node] = out
             node.meta.setdefault("lumos", {})["labels"] = out
+    if len(graphs) > 1:
+        ctx.pin_one_sided_weights()
     categorical = {name for name, (_, labels) in inputs.items()
                    if len(labels) and ctx.channels.space_of(int(labels[0])).kind == "categorical"}
     return GroupPlan(ctx.channels, ctx.params, ctx.consumers, inputs, categorical)

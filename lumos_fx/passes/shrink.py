@@ -1,6 +1,8 @@
 """Write the physically smaller model (the codegen pass behind ``extract``).
 
-With every gate at its deterministic value:
+With every gate at its deterministic value (and each weight a layer computes
+from parameters alone stored as a parameter first, see
+:mod:`lumos_fx.passes.materialize`):
 
 1. each group keeps the channels whose gate is open (a group with every gate
    closed keeps its strongest channel: the gate value 0 folded into the
@@ -46,6 +48,7 @@ from ..state import state_of, unwrap
 from .codegen import rewrite_literals
 from .decisions import Decisions
 from .eager import lower_for_eager
+from .materialize import materialize_weights
 from .sym_sizes import emit, input_symbols, parse
 from .train_mode import batch_norm_follows_mode
 
@@ -314,6 +317,7 @@ def shrink(gated: nn.Module, inputs: str = "full", round_to: int = 1,
     decisions = Decisions(work, state, round_to, fill_to)
     gm = work.graph_module(False)
     with torch.no_grad():
+        materialize_weights(gm, state.plan.params)
         silent = _fold_gates(gm, state, decisions)
         _slice_parameters(gm, state, decisions)
     _remove_silent_branches(gm, silent)

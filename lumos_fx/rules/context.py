@@ -39,6 +39,8 @@ class ParamSpec:
     dims: dict[int, Labels]
     flops_per_entry: float = 0.0
     also: dict[int, list[Labels]] = field(default_factory=dict)
+    computed: str | None = None            # a weight computed from parameters: its eval node
+    shape: tuple[int, ...] | None = None   # (see lumos_fx.rules.computed_weights)
 
     def label_sets(self, dim: int) -> list[Labels]:
         """Every label array a position of ``dim`` must survive to be kept."""
@@ -116,6 +118,8 @@ class RuleContext(ParameterViews):
         self.consumers: list[ConsumerUse] = []
         self._module_rows: dict[str, Labels] = {}
         self._module_cols: dict[str, Labels] = {}
+        self.computed_weights: dict[tuple[bool, str], str] = {}   # (graph, node) -> path
+        self._materialized: dict[str, tuple[str | None, tuple]] = {}
 
     def for_graph(self, root: fx.GraphModule, training: bool) -> "RuleContext":
         self.root, self.training, self.labels = root, training, {}
@@ -217,6 +221,25 @@ class RuleContext(ParameterViews):
         if not any(existing is positions for existing in also):
             also.append(positions)
 
+    def materialize(self, path: str, value: fx.Node) -> None:
+        """``path`` names the weight ``value`` computes (from parameters alone)."""
+        name, shape = self._materialized.get(path, (None, self.shape(value)))
+        self._materialized[path] = (value.name if not self.training else name, shape)
+
+    def pin_one_sided_weights(self) -> None:
+        """Pin the channels of a computed weight only one of the graphs could slice (the
+        other reads it updated in place, as ``spectral_norm`` does in training): a gate
+        would act in one mode only."""
+        claims: dict[str, set[bool]] = {}
+        for (training, _), path in self.computed_weights.items():
+            claims.setdefault(path, set()).add(training)
+        for path, seen in claims.items():
+            spec = self.params.get(path)
+            if spec is not None and seen != {False, True}:
+                for dim in spec.dims:
+                    for labels in spec.label_sets(dim):
+                        self.pin(labels, f"{path}: a weight computed in one mode only")
+
     def param(self, path: str, dims: dict[int, Labels | None],
               flops_per_entry: float = 0.0) -> None:
         """Parameter or buffer ``path`` (``"fc.weight"``) carries ``dims``' labels."""
@@ -225,7 +248,9 @@ class RuleContext(ParameterViews):
             flops_per_entry = 0.0
         spec = self.params.get(path)
         if spec is None:
-            self.params[path] = ParamSpec(*split_path(path), dims, flops_per_entry)
+            computed, shape = self._materialized.get(path, (None, None))
+            self.params[path] = ParamSpec(*split_path(path), dims, flops_per_entry,
+                                          computed=computed, shape=shape)
             return
         for d, lab in dims.items():
             if d in spec.dims:

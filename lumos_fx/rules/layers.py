@@ -6,8 +6,10 @@ follows its input's channels; other grouped convolutions prune the same
 positions in every group);
 ``aten.conv_transpose*d`` keeps its weight as ``(in, out, ...)``;
 ``aten.embedding`` creates its embedding columns from integer inputs. The
-weights must be parameters the graph reads (``get_attr``); a computed weight
-pins the channels. Channel spaces are named after the module owning the weight.
+weights must be parameters the graph reads (``get_attr``) or be computed from
+parameters alone (:mod:`lumos_fx.rules.computed_weights`); a weight computed
+from the input pins the channels. Channel spaces are named after the module
+owning the weight.
 
 Example::
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 import math
 
 from .categorical import feature_of, gate_table
+from .computed_weights import computed_weight
 from .context import split_path
 from .heads import mark_row_slice, packed_rows
 from .registry import REGISTRY, aten, packets
@@ -31,10 +34,14 @@ def _batched_positions(shape, start: int, stop: int | None = None) -> int:
 
 
 def _weights(ctx, node, weight_index: int = 1, bias_index: int = 2):
-    """``(weight path, bias path)``, or None when the layer computes its weights."""
-    weight = ctx.weight_in_place(ctx.arg(node, weight_index, "weight"))
+    """``(weight path, bias path)``, or None when the layer computes its weights from its
+    input (a weight computed from parameters alone is sliced as computed: see
+    :mod:`lumos_fx.rules.computed_weights`)."""
+    weight_node = ctx.arg(node, weight_index, "weight")
+    weight = (ctx.weight_in_place(weight_node)
+              or computed_weight(ctx, node, weight_node, "weight"))
     bias_node = ctx.arg(node, bias_index, "bias")
-    bias = ctx.weight_in_place(bias_node)
+    bias = ctx.weight_in_place(bias_node) or computed_weight(ctx, node, bias_node, "bias")
     if weight is None or (bias_node is not None and bias is None):
         ctx.pin_inputs(node, f"{node.name}: {node.target} with a computed weight")
         return None

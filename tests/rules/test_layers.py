@@ -156,7 +156,7 @@ def test_tied_embedding_and_decoder_keep_rows_and_columns_apart():
 class ReshapedWeights(nn.Module):
     """Weights handed to their op through views that keep every dim in place (Mamba's
     reference causal conv: ``w.squeeze(1).unsqueeze(1)``; a copy before a linear), and a
-    weight reparametrised by ``tanh``, which no gate may be folded into."""
+    weight reparametrised by ``tanh``, which extraction stores as computed."""
 
     def __init__(self):
         super().__init__()
@@ -173,16 +173,17 @@ class ReshapedWeights(nn.Module):
         return F.linear(torch.relu(h), torch.tanh(self.w))
 
 
-def test_weights_through_views_in_place_are_pruned_and_a_reparametrised_one_pins():
+def test_weights_through_views_in_place_and_a_reparametrised_one_are_pruned():
     torch.manual_seed(0)
     model = ReshapedWeights()
     x = torch.randn(2, 3, 10)
     gated = lumos.compile(model, example_inputs=(x,))
-    pins = {g.name: g.pinned for g in lumos.report(gated).groups}
-    assert "pw" in lumos.gates(gated) and "computed weight" in (pins.get("fc") or "")
+    assert "pw" in lumos.gates(gated) and "fc" in lumos.gates(gated)
     with torch.no_grad():
         torch.testing.assert_close(gated.eval()(x), model(x))
         lumos.gates(gated)["pw"].log_alpha[[0, 3, 5]] = -10.0
+        lumos.gates(gated)["fc"].log_alpha[[1, 2]] = -10.0
     pruned = lumos.extract(gated)
-    assert pruned.dw.weight.shape == (5, 1, 4) and pruned.fc.weight.shape == (6, 5)
+    assert pruned.dw.weight.shape == (5, 1, 4) and pruned.fc.weight.shape == (4, 5)
+    assert pruned.get_parameter("weight").shape == (2, 4)        # tanh(w), stored
     assert lumos.verify(gated, pruned, (torch.randn(3, 3, 10),)) < 1e-5

@@ -66,7 +66,7 @@ def _real_input(node: fx.Node) -> bool:
 
 _LAST_DIM_READERS = ("linear", "matmul", "mm", "addmm", "bmm", "layer_norm", "embedding_bag",
                      "lstm", "gru", "rnn_tanh", "rnn_relu", "lstm_cell", "gru_cell",
-                     "rnn_tanh_cell", "rnn_relu_cell")
+                     "rnn_tanh_cell", "rnn_relu_cell", "cdist", "_cdist_forward")
 _DIM_ONE_READERS = ("conv", "batch_norm", "instance_norm", "group_norm")
 
 

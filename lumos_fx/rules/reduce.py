@@ -7,7 +7,8 @@ dim is zero-padding invariant: it becomes a gated consumer and stays exact; so
 is a vector norm of order ``>= 0``, and a ``mean`` does too once extraction
 rewrites it as ``sum / original_count``. Any other reduction over a channel dim
 (max, std, logsumexp) would change when a channel disappears, so it pins the
-channels.
+channels. ``grid_sample`` resamples each channel on its own; ``cdist`` is a
+distance over the feature dim, zero-invariant like a norm.
 
 Example::
 
@@ -127,3 +128,40 @@ REGISTRY.add(reduction, packets(
     "mean", "sum", "nansum", "amax", "amin", "std", "var", "prod",
     "logsumexp", "nanmean", "max", "min", "median", "argmax", "argmin", "all", "any",
     "std_mean", "var_mean"))
+
+
+@REGISTRY.ops(*packets("grid_sampler", "grid_sampler_2d", "grid_sampler_3d"))
+def grid_sample(ctx, node):
+    """``grid_sample(x, grid)``: each channel of ``x`` is resampled on its own, so dim 1
+    passes through; labeled spatial dims of ``x`` and anything labeled in ``grid`` (its
+    last dim holds coordinates) pin."""
+    ctx.pin_value(node.args[1], f"{node.name}: a sampling grid with channels")
+    return pool(ctx, node)
+
+
+@REGISTRY.ops(aten.cdist.default, aten._cdist_forward.default)
+def cdist(ctx, node):
+    """``cdist(x1, x2, p)``: ``(B, P, M), (B, R, M) -> (B, P, R)``. Over the feature dim
+    ``M`` a p-norm of differences with ``p >= 0``: a channel closed in both operands
+    (gated to 0 in each) adds nothing, so ``M`` is gated at both and their channels are
+    one; batch dims pass through."""
+    x1, x2 = (ctx.of(a) or {} for a in node.args[:2])
+    rank = len(ctx.shape(node.args[0]))
+    last, p = rank - 1, ctx.arg(node, 2, "p", 2.0)
+    features = [x1.get(last), x2.get(last)]
+    if all(f is not None for f in features) and isinstance(p, (int, float)) and p >= 0:
+        ctx.unify(features[0], features[1], f"{node.name}: distances between the same features")
+        ctx.consume(node, 0, last)
+        ctx.consume(node, 1, last)
+    else:
+        for f in features:
+            ctx.pin(f, f"{node.name}: a distance over features one operand does not label")
+    for labels in (x1, x2):
+        ctx.pin(labels.get(rank - 2), f"{node.name}: distances between channels")
+    out = {}
+    for d in range(rank - 2):
+        if d in x1 and d in x2:
+            ctx.unify(x1[d], x2[d], f"{node.name}: batch dims of both operands")
+        if d in x1 or d in x2:
+            out[d] = x1.get(d, x2.get(d))
+    return out

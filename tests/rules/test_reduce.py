@@ -95,3 +95,57 @@ def test_every_overload_of_a_reduction_is_read_by_its_own_schema():
     pruned = lumos.extract(gated)
     assert pruned.fc.weight.shape[0] < 6
     assert lumos.verify(gated, pruned, (torch.randn(4, 7, 3),)) < 1e-5
+
+
+class Warp(nn.Module):
+    """A learned flow field resamples the features (``grid_sample``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.flow = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 2, 3, padding=1)
+        self.out = nn.Conv2d(8, 1, 1)
+
+    def forward(self, x):
+        h = torch.relu(self.a(x))
+        grid = self.flow(h).permute(0, 2, 3, 1).tanh()
+        return self.out(F.grid_sample(h, grid, align_corners=False))
+
+
+class PairDistances(nn.Module):
+    """SchNet-style: radial features of pairwise distances (``cdist`` of positions) weight
+    the neighbours' features."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb, self.rbf, self.out = nn.Linear(5, 16), nn.Linear(8, 16), nn.Linear(16, 1)
+        self.register_buffer("centers", torch.linspace(0, 3, 8))
+
+    def forward(self, pos, feat):
+        d = torch.cdist(pos, pos)
+        radial = torch.exp(-(d[..., None] - self.centers) ** 2)
+        msg = torch.einsum("bijf,bjf->bif", self.rbf(radial), self.emb(feat))
+        return self.out(F.silu(msg)).sum(1)
+
+
+def test_grid_sample_keeps_the_sampled_channels_and_pins_the_grid():
+    torch.manual_seed(0)
+    gated = lumos.compile(Warp().eval(), example_inputs=(torch.randn(2, 3, 8, 8),))
+    pins = {g.name: g.pinned for g in lumos.report(gated).groups}
+    assert pins["a"] is None and "sampling grid" in pins["flow"]
+    randomize_gates(gated, seed=1)
+    pruned = lumos.extract(gated)
+    assert pruned.a.weight.shape[0] < 8
+    assert lumos.verify(gated, pruned, (torch.randn(3, 3, 8, 8),)) < 1e-5
+
+
+def test_cdist_gates_the_coordinates_of_both_operands():
+    torch.manual_seed(0)
+    model = PairDistances().eval()
+    inputs = (torch.randn(2, 6, 3), torch.randn(2, 6, 5))
+    gated = lumos.compile(model, example_inputs=inputs)
+    assert lumos.gates(gated)["pos"].size == 3
+    with torch.no_grad():
+        lumos.gates(gated)["pos"].log_alpha[2] = -6.0             # z does not matter
+    pruned = lumos.extract(gated)
+    assert pruned.lumos_kept_inputs["pos"] == [0, 1]
+    assert lumos.verify(gated, pruned, (torch.randn(3, 6, 3), torch.randn(3, 6, 5))) < 1e-5

@@ -79,6 +79,45 @@ def _join_ends(ctx, node, out: dict, dim: int) -> None:
 REGISTRY.add(along_dim, packets(*_DIM_ARG))
 
 
+@REGISTRY.ops(*packets("tril", "triu"))
+def triangle(ctx, node):
+    """``tril``/``triu`` work on the last two dims (a causal mask of scores)."""
+    x = ctx.of(node.args[0]) or {}
+    rank = len(ctx.shape(node.args[0]))
+    for d in (rank - 2, rank - 1):
+        ctx.pin(x.get(d), f"{node.name}: a triangle over a channel dim")
+    return {d: lab for d, lab in x.items() if d < rank - 2}
+
+
+@REGISTRY.ops(*packets("linalg_cross", "cross"))
+def cross(ctx, node):
+    """``cross(a, b, dim)``: the product of 3-vectors along ``dim``; every other dim is
+    elementwise (``(B, C, 3)`` vector features keep their channels ``C``, joined)."""
+    rank = len(ctx.shape(node))
+    dim = ctx.arg(node, 2, "dim", -1)
+    dim = (dim if dim is not None else next(
+        d for d, size in enumerate(ctx.shape(node)) if size == 3)) % rank
+    out = {}
+    for value in node.args[:2]:
+        labels = ctx.of(value) or {}
+        offset = rank - len(ctx.shape(value))
+        for d, lab in labels.items():
+            at = d + offset
+            if at == dim or ctx.shape(value)[d] != ctx.shape(node)[at]:
+                ctx.pin(lab, f"{node.name}: a cross product over a channel dim")
+            elif at in out:
+                ctx.unify(out[at], lab, f"{node.name}: a cross product of fixed channels")
+            else:
+                out[at] = lab
+    for value in node.args[:2]:        # a dim one operand labels and the other does not
+        labels, offset = ctx.of(value) or {}, rank - len(ctx.shape(value))
+        for at, lab in out.items():
+            if at - offset >= 0 and at - offset not in labels and \
+                    ctx.shape(value)[at - offset] != 1:
+                ctx.pin(lab, f"{node.name}: a cross product with an unlabeled tensor")
+    return out
+
+
 @REGISTRY.ops(aten.flip.default)
 def flip(ctx, node):
     """Flipped channels: the kept ones come out reversed as well, nothing to rewrite."""

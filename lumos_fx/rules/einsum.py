@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 
 from .context import split_path
-from .registry import REGISTRY, aten
+from .registry import REGISTRY, aten, packets
 
 
 def parse(equation: str, count: int):
@@ -170,3 +170,16 @@ def _consume(ctx, node, operands, arg_paths, places, params, labels, views, weig
                 fold = (*split_path(views[pk][0]), weight_dim(pk, pd))
             ctx.consume(node, arg_paths[k], d, fold=fold)
             return
+
+
+_VECTOR_PRODUCTS = {"outer": (["i", "j"], "ij"), "ger": (["i", "j"], "ij"),
+                    "mv": (["ij", "j"], "i"), "dot": (["i", "i"], ""), "vdot": (["i", "i"], "")}
+
+
+def vector_product(ctx, node):
+    """``outer``, ``mv``, ``dot``, ``vdot``: contractions with fixed subscripts."""
+    specs, output = _VECTOR_PRODUCTS[node.target.overloadpacket.__name__]
+    return contract(ctx, node, list(node.args[:2]), [0, 1], specs, output)
+
+
+REGISTRY.add(vector_product, packets(*_VECTOR_PRODUCTS))

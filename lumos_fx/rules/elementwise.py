@@ -36,7 +36,9 @@ REGISTRY.add(unary, packets(
     "zeros_like", "ones_like", "empty_like", "rand_like", "randn_like", "full_like",
     "bernoulli", "bernoulli_", "rrelu", "rrelu_", "type_as", "_assert_tensor_metadata",
     # activations torch does not tag pointwise (MobileNetV3's hardswish, in-place forms)
-    "hardswish", "hardswish_", "log_sigmoid", "gelu_", "relu6_", "mish_", "threshold_"))
+    "hardswish", "hardswish_", "log_sigmoid", "gelu_", "relu6_", "mish_", "threshold_",
+    # complex parts and conjugates keep every dim
+    "real", "imag", "conj", "_conj", "conj_physical", "resolve_conj", "resolve_neg"))
 
 
 def elementwise(ctx, node):
@@ -108,7 +110,7 @@ REGISTRY.add(elementwise, packets("expand_as", "masked_fill", "masked_fill_",
                                   "absolute_", "rsub", "greater", "less", "greater_equal",
                                   "less_equal", "not_equal", "fix", "arctan", "arcsin",
                                   "arccos", "arctanh", "arcsinh", "arccosh", "arctan2",
-                                  "special_xlogy"))
+                                  "special_xlogy", "complex", "polar"))
 # torch.max(a, b) and torch.min(a, b) are elementwise overloads of the reductions' packets
 REGISTRY.ops(aten.max.other, aten.min.other)(elementwise)
 

@@ -220,6 +220,22 @@ def expand(ctx, node):
     return out
 
 
+@REGISTRY.ops(aten.tile.default)
+def tile(ctx, node):
+    """``x.tile(reps)``: a ``repeat`` whose ``reps`` align with the last dims."""
+    x = ctx.of(node.args[0]) or {}
+    reps, rank = list(node.args[1]), len(ctx.shape(node))
+    reps = [1] * (rank - len(reps)) + reps
+    shift = rank - len(ctx.shape(node.args[0]))
+    out = {}
+    for d, lab in x.items():
+        if isinstance(reps[d + shift], int):
+            out[d + shift] = np.tile(lab, reps[d + shift])
+        else:
+            ctx.pin(lab, f"{node.name}: tile with a computed count on a channel dim")
+    return out
+
+
 @REGISTRY.ops(aten.repeat_interleave.self_int)
 def repeat_interleave(ctx, node):
     """``repeat_interleave(x, n, dim)``: each position of ``dim`` becomes ``n`` copies

@@ -165,3 +165,32 @@ def cdist(ctx, node):
         if d in x1 or d in x2:
             out[d] = x1.get(d, x2.get(d))
     return out
+
+
+@REGISTRY.ops(aten.cosine_similarity.default)
+def cosine_similarity(ctx, node):
+    """``cosine_similarity(x1, x2, dim)``: a dot product over norms along ``dim``; a channel
+    closed in both operands (gated to 0 in each) adds nothing to any of them, so ``dim``
+    is gated at both and their channels are one. Other dims pass through, joined."""
+    x1, x2 = (ctx.of(a) or {} for a in node.args[:2])
+    shapes = [ctx.shape(a) for a in node.args[:2]]
+    if shapes[0] != shapes[1]:
+        ctx.pin_value(x1, f"{node.name}: cosine similarity of broadcast operands")
+        ctx.pin_value(x2, f"{node.name}: cosine similarity of broadcast operands")
+        return {}
+    rank = len(shapes[0])
+    dim = ctx.arg(node, 2, "dim", 1) % rank
+    out = {}
+    for d in range(rank):
+        pair = [x1.get(d), x2.get(d)]
+        if any(lab is None for lab in pair):
+            for lab in pair:
+                ctx.pin(lab, f"{node.name}: cosine similarity with an unlabeled operand")
+            continue
+        ctx.unify(pair[0], pair[1], f"{node.name}: cosine similarity of the same channels")
+        if d == dim:
+            ctx.consume(node, 0, d)
+            ctx.consume(node, 1, d)
+        else:
+            out[d - (d > dim)] = pair[0]
+    return out

@@ -1,5 +1,5 @@
 """Rules for ops that move channels between dims: ``flatten``, ``view``/``reshape``,
-``permute``/``transpose``, ``(un)squeeze``, ``cat``/``stack``, ``split``, slicing,
+``permute``/``transpose``, ``(un)squeeze``, ``split``, slicing,
 indexing and size queries (``aten.sym_size``).
 
 The interesting case is a flatten boundary (paper VII.A): after
@@ -21,7 +21,6 @@ from __future__ import annotations
 import operator
 
 import numpy as np
-from torch import fx
 
 from .categorical import reads_a_category, tag_feature
 from .heads import regroup
@@ -215,6 +214,16 @@ def matrix_transpose(ctx, node):
     return _permuted(ctx.of(node.args[0]) or {}, list(range(rank))[::-1])
 
 
+@REGISTRY.ops(*packets("mT", "mH", "adjoint"))
+def last_two_swapped(ctx, node):
+    """``x.mT`` (and ``mH``, ``adjoint``): the last two dims swap."""
+    rank = len(ctx.shape(node.args[0]))
+    order = list(range(rank))
+    if rank >= 2:
+        order[-2:] = order[-1], order[-2]
+    return _permuted(ctx.of(node.args[0]) or {}, order)
+
+
 @REGISTRY.ops(aten.movedim.int, aten.movedim.intlist, aten.moveaxis.int, aten.moveaxis.intlist)
 def movedim(ctx, node):
     rank = len(ctx.shape(node.args[0]))
@@ -242,54 +251,6 @@ def squeeze(ctx, node):
     for d in gone:
         ctx.pin(x.get(d), f"{node.name}: squeezes a one-channel dim")
     return {d - sum(g < d for g in gone): lab for d, lab in x.items() if d not in gone}
-
-
-def _tensor_list(ctx, node):
-    return [t for t in node.args[0] if isinstance(t, fx.Node)]
-
-
-@REGISTRY.ops(aten.cat.default, aten.concat.default, aten.concatenate.default)
-def cat(ctx, node):
-    """Concatenation puts label arrays end to end (with offsets, paper Fig. 7)."""
-    tensors = _tensor_list(ctx, node)
-    rank = len(ctx.shape(node))
-    dim = ctx.arg(node, 1, "dim", 0) % rank
-    pieces = [(ctx.of(t) or {}).get(dim) for t in tensors]
-    out = {}
-    if any(p is not None for p in pieces):
-        out[dim] = np.concatenate([p if p is not None else np.full(ctx.shape(t)[dim], -1)
-                                   for p, t in zip(pieces, tensors)]).astype(np.int64)
-    out.update(_unify_other_dims(ctx, node, tensors, skip=dim))
-    return out
-
-
-@REGISTRY.ops(aten.stack.default)
-def stack(ctx, node):
-    tensors = _tensor_list(ctx, node)
-    at = ctx.arg(node, 1, "dim", 0) % (len(ctx.shape(tensors[0])) + 1)
-    return {d + (d >= at): lab for d, lab in _unify_other_dims(ctx, node, tensors).items()}
-
-
-def _unify_other_dims(ctx, node, tensors, skip=None) -> dict:
-    out = {}
-    for t in tensors:
-        for d, lab in (ctx.of(t) or {}).items():
-            if d == skip:
-                continue
-            if d in out:
-                ctx.unify(out[d], lab, f"{node.name}: joined with a fixed channel")
-            else:
-                out[d] = lab
-    for d, lab in out.items():
-        for t in tensors:
-            if (ctx.of(t) or {}).get(d) is not None:
-                continue
-            behind = ctx.param_behind(t, d, len(lab))   # a class token joins the stream
-            if behind is not None:
-                ctx.param(behind[0], {behind[1]: lab})
-            else:
-                ctx.pin(lab, f"{node.name}: joined with an unlabeled tensor")
-    return out
 
 
 @REGISTRY.ops(aten.sym_size.int)

@@ -257,3 +257,62 @@ def test_baddbmm_gates_the_width_it_contracts():
     pruned = lumos.extract(gated)
     assert pruned.q.weight.shape == pruned.k.weight.shape == (4, 3)
     assert lumos.verify(gated, pruned, (torch.randn(2, 5, 6),)) < 1e-5
+
+
+COMPOSITES = {     # ops torch.export keeps whole, on a hidden layer's channels
+    "mT": lambda m, h: m.out(h[:, :, None].mT.squeeze(1)),
+    "tile": lambda m, h: m.wide(h.tile(1, 2)),
+    "hstack": lambda m, h: m.wide(torch.hstack([h, torch.tanh(h)])),
+    "cosine_similarity": lambda m, h: m.out(h) * nn.functional.cosine_similarity(
+        h, torch.tanh(h), dim=1)[:, None],
+    "linalg_cross": lambda m, h: m.out(torch.linalg.cross(
+        h[:, :, None] * m.axis, torch.tanh(h)[:, :, None] * m.axis.flip(-1)).sum(-1)),
+    "triu": lambda m, h: m.out(torch.triu(h[:, :, None, None] * m.axis, diagonal=1).sum((2, 3))),
+    "complex": lambda m, h: m.out(torch.complex(h, 2 * h).real + torch.polar(h.abs(), h).imag),
+}
+
+
+class Composite(nn.Module):
+    def __init__(self, op: str):
+        super().__init__()
+        self.op, self.hidden = op, nn.Linear(4, 16)
+        self.out, self.wide = nn.Linear(16, 2), nn.Linear(32, 2)
+        self.register_buffer("axis", torch.tensor([1.0, 2.0, 3.0]))
+
+    def forward(self, x):
+        return COMPOSITES[self.op](self, torch.tanh(self.hidden(x)))
+
+
+@pytest.mark.parametrize("op", list(COMPOSITES))
+def test_composite_ops_export_keeps_leave_hidden_channels_prunable(op):
+    torch.manual_seed(0)
+    gated = lumos.compile(Composite(op).eval(), example_inputs=(torch.randn(3, 4),))
+    assert {g.name: g.pinned for g in lumos.report(gated).groups}["hidden"] is None
+    with torch.no_grad():
+        lumos.gates(gated)["hidden"].log_alpha[[2, 7, 11]] = -6.0
+    pruned = lumos.extract(gated)
+    assert pruned.hidden.weight.shape == (13, 4)
+    assert lumos.verify(gated, pruned, (torch.randn(5, 4),)) < 1e-5
+
+
+class VectorProducts(nn.Module):
+    """One sample at a time: ``mv`` of stored matrices and a ``dot`` readout."""
+
+    def __init__(self):
+        super().__init__()
+        self.w1, self.w2 = nn.Parameter(torch.randn(16, 4)), nn.Parameter(torch.randn(8, 16))
+        self.v = nn.Parameter(torch.randn(8))
+
+    def forward(self, x):
+        return torch.dot(torch.tanh(torch.mv(self.w2, torch.tanh(torch.mv(self.w1, x)))), self.v)
+
+
+def test_mv_and_dot_are_contractions():
+    torch.manual_seed(0)
+    gated = lumos.compile(VectorProducts(), example_inputs=(torch.randn(4),),
+                          dynamic_shapes=(None,))
+    assert gate_widths(gated) == {"w1": 16, "w2": 8}
+    randomize_gates(gated, seed=1)
+    pruned = lumos.extract(gated)
+    assert pruned.w1.shape[0] < 16 and pruned.w2.shape == (pruned.v.shape[0], pruned.w1.shape[0])
+    assert lumos.verify(gated, pruned, (torch.randn(4),)) < 1e-5

@@ -169,7 +169,14 @@ def expected_cost(gated: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     """Expected (parameters, FLOPs) of the model ``extract`` would return."""
     module = unwrap(gated)
     state_of(module)
-    return module.lumos_cost.expected(module)
+    with _full_precision(module):
+        return module.lumos_cost.expected(module)
+
+
+def _full_precision(module: nn.Module):
+    """A context that turns ``torch.autocast`` off on the device of the model's gates."""
+    gate = next(module.lumos_gates.parameters(), None)
+    return torch.autocast(gate.device.type if gate is not None else "cpu", enabled=False)
 
 
 def penalty(gated: nn.Module) -> torch.Tensor:
@@ -181,12 +188,14 @@ def penalty(gated: nn.Module) -> torch.Tensor:
     """
     state = state_of(gated)
     module = unwrap(gated)
-    if hasattr(module, "lumos_budget"):
-        value = budget_penalty(module)
-    else:
-        value = module.lumos_cost.scaled_params(module, state.lam / module.lumos_cost.total_params)
-    if state.feature_cost:
-        value = value + feature_penalty(module)
+    with _full_precision(module):     # under torch.autocast the cost's products stay float32
+        if hasattr(module, "lumos_budget"):
+            value = budget_penalty(module)
+        else:
+            value = module.lumos_cost.scaled_params(module,
+                                                    state.lam / module.lumos_cost.total_params)
+        if state.feature_cost:
+            value = value + feature_penalty(module)
     if value.requires_grad and not module.training and "_lumos_eval_warned" not in module.__dict__:
         value.register_hook(functools.partial(_warn_trained_in_eval, module))
     return value

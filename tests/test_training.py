@@ -180,3 +180,21 @@ def test_gate_group_is_fused_only_where_fused_kernels_run():
     assert not _fusable(torch.zeros(2, dtype=torch.complex64))
     gated = lumos.compile(_model(), (X[:2],)).to("meta")
     assert "fused" not in lumos.param_groups(gated)[-1]
+
+
+@pytest.mark.parametrize("budget", [None, 0.3])
+def test_a_step_under_autocast_trains_the_gates_in_float32(budget):
+    """Mixed precision (``torch.autocast``): the model runs in bfloat16, the penalty's
+    cost products stay float32 (a bfloat16 slope against the float32 gradient link made
+    ``torch.dot`` fail)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 32), nn.ReLU(), nn.Linear(32, 2))
+    gated = lumos.compile(model, example_inputs=(torch.randn(4, 6),), budget=budget)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = gated(torch.randn(8, 6))
+        penalty = lumos.penalty(gated)
+        params, _ = lumos.expected_cost(gated)
+    assert out.dtype == torch.bfloat16
+    assert penalty.dtype == params.dtype == torch.float32
+    (out.float().square().mean() + penalty).backward()
+    assert all(torch.isfinite(g.log_alpha.grad).all() for g in lumos.gates(gated).values())

@@ -36,6 +36,7 @@ from torch.utils._pytree import tree_flatten, tree_leaves, tree_map
 from .errors import TraceError
 from .input_guard import runs_at_another_size
 from .pyg_capture import symbolic_graph_counts
+from .passes.inline_no_grad import inline_no_grad
 
 __all__ = ["BufferTracer", "capture", "default_dynamic_dims", "default_dynamic_shapes"]
 
@@ -91,6 +92,7 @@ def batch_of_two(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
 def _as_graph_module(epm: nn.Module, model: nn.Module) -> fx.GraphModule:
     gm = fx.GraphModule(epm, epm.graph, class_name=type(model).__name__)
     gm._tracer_cls = BufferTracer
+    inline_no_grad(gm)
     known = {name for name, _ in model.named_buffers()} | {n for n, _ in model.named_parameters()}
     for node in gm.graph.nodes:
         # lifted constants (plain tensor attributes) must not join the state_dict
@@ -160,7 +162,8 @@ def _share_attributes(train: fx.GraphModule, evaluate: fx.GraphModule) -> None:
     module, under a name that means the same tensor there, since the gated model runs
     both graphs on one set of state. Parameters and buffers are the model's own
     objects in both; a constant lifted from eval-only code (or lifted in both under
-    one name with different values) is added to both modules under a fresh name."""
+    one name with different values) is added to both modules under a fresh name, as is
+    the subgraph of a ``with torch.no_grad():`` block (a submodule both graphs call)."""
     changed = False
     for node in evaluate.graph.nodes:
         if node.op != "get_attr":
@@ -173,7 +176,10 @@ def _share_attributes(train: fx.GraphModule, evaluate: fx.GraphModule) -> None:
             n += 1
             target = f"{node.target}_eval{n}"
         for gm in (train, evaluate):
-            gm.register_buffer(target.replace(".", "_"), value, persistent=False)
+            if isinstance(value, nn.Module):     # the body of a `with torch.no_grad():` block
+                gm.add_module(target.replace(".", "_"), value)
+            else:
+                gm.register_buffer(target.replace(".", "_"), value, persistent=False)
         node.target, changed = target.replace(".", "_"), True
     if changed:
         evaluate.recompile()

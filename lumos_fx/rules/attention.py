@@ -17,8 +17,9 @@ already carry the key/value head's label and the head counts are equal here.) On
 key/value head broadcast over all query heads (multi-query attention, Falcon) is
 the case ``Hkv = 1``: the attention lives or dies whole.
 
-An operand whose heads dim carries no labels but whose ``head_dim`` does (one
-head: ``view(B, N, 1, D)`` factors onto ``D``; or the copies of a single
+Operands of rank 3, ``(batch, tokens, channels)``, are one head: its query, key
+and value channels are one channel. An operand whose heads dim carries no labels
+but whose ``head_dim`` does (one head: ``view(B, N, 1, D)`` factors onto ``D``; or the copies of a single
 key/value head) is one head: its ``head_dim`` channels are unified into one
 channel that labels every head, so the head lives or dies whole and the scale
 stays. A mask broadcast over heads is fine; pruning inside a head (``head_dim``)
@@ -49,6 +50,8 @@ def attention(ctx, node):
     rank = len(ctx.shape(q))
     heads_dim = rank - 3
     operands = [q, k, v]
+    if rank == 3:
+        return _single_head(ctx, node, operands, mask)
     labels = [_as_one_head(ctx, node, ctx.of(t) or {}, ctx.shape(t), heads_dim)
               for t in operands]
     for lab in labels:
@@ -91,6 +94,29 @@ def attention(ctx, node):
                 ctx.unify(_query_heads(present[0], counts[0]), mask_heads,
                           f"{node.name}: per-head mask")
     return {heads_dim: _query_heads(present[0], counts[0])}
+
+
+def _single_head(ctx, node, operands, mask) -> dict:
+    """``(batch, tokens, channels)`` operands: one head. Its query, key and value channels
+    are one channel (the head lives or dies whole, so the scale stays); the output
+    carries it on the value's channels. Labeled batch or token dims pin."""
+    labels = [ctx.of(t) or {} for t in operands]
+    for lab in labels:
+        for d, atoms in lab.items():
+            if d != 2:
+                ctx.pin(atoms, f"{node.name}: attention over a channel dim (batch or tokens)")
+    if mask is not None:
+        ctx.pin_value(mask, f"{node.name}: a mask with channels")
+    inner = [lab.get(2) for lab in labels]
+    if all(i is None for i in inner):
+        return {}
+    if any(i is None for i in inner) or any((i < 0).any() for i in inner):
+        for i in inner:
+            ctx.pin(i, f"{node.name}: a head with unlabeled query, key or value channels")
+        return {}
+    for i in inner:
+        ctx.unify(np.repeat(inner[0][:1], len(i)), i, f"{node.name}: a single head")
+    return {2: inner[2]}
 
 
 def _as_one_head(ctx, node, labels: dict, shape, heads_dim: int) -> dict:

@@ -184,3 +184,34 @@ def test_latents_read_as_query_and_residual_are_never_sliced_for_one_reader_only
     pruned = lumos.extract(gated)
     assert pruned.latents.shape == (4, 16)
     assert lumos.verify(gated, pruned, (torch.randn(3, 7, 6),)) < 1e-5
+
+
+class SingleHead(torch.nn.Module):
+    """Attention on ``(batch, tokens, channels)`` operands (no heads dim) in a residual
+    block, then a head over the windows' tokens."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = torch.nn.Linear(3, 16)
+        self.q, self.k, self.v = (torch.nn.Linear(16, 8) for _ in range(3))
+        self.proj, self.out = torch.nn.Linear(8, 16), torch.nn.Linear(16, 2)
+
+    def forward(self, x):
+        h = self.embed(x)
+        a = torch.nn.functional.scaled_dot_product_attention(self.q(h), self.k(h), self.v(h))
+        return self.out((h + self.proj(a)).mean(1))
+
+
+def test_attention_of_rank_three_is_one_head_and_leaves_the_batch_unlabeled():
+    torch.manual_seed(0)
+    gated = lumos.compile(SingleHead().eval(), example_inputs=(torch.randn(2, 6, 3),))
+    pins = {g.name: g.pinned for g in lumos.report(gated).groups}
+    assert pins["embed"] is None and pins["q"] is None
+    assert lumos.gates(gated)["q"].size == 1             # the head lives or dies whole
+    randomize_gates(gated, seed=0)
+    assert lumos.verify(gated, lumos.extract(gated), (torch.randn(3, 6, 3),)) < 1e-5
+    with torch.no_grad():
+        lumos.gates(gated)["q"].log_alpha.fill_(-6.0)
+    pruned = lumos.extract(gated)
+    assert not any(name in dict(pruned.named_children()) for name in ("q", "k", "v", "proj"))
+    assert lumos.verify(gated, pruned, (torch.randn(3, 6, 3),)) < 1e-5

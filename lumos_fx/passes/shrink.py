@@ -108,13 +108,13 @@ def _fold_gates(gm, state, decisions) -> dict[str, list[int]]:
             shape[use.dim] = len(_positions(use, decisions)[1])
         owner, name, dim = use.fold
         path = f"{owner}.{name}" if owner else name
-        if (path, use.within is None) not in folded:
+        if (path, dim, use.within is None) not in folded:     # (nn.Bilinear: two dims)
             module, _, weight = _get(gm, path)
             view = [1] * weight.dim()
             view[dim] = -1
             scale = torch.as_tensor(values, dtype=weight.dtype, device=weight.device)
             _set(module, name, weight, weight.detach() * scale.view(view))
-            folded.add((path, use.within is None))
+            folded.add((path, dim, use.within is None))
 
     unscaled = _read_unscaled(gm, state)      # (decided before any rewrite)
     for node in list(gm.graph.nodes):

@@ -192,9 +192,9 @@ class RuleContext(ParameterViews):
             self.pin(labels, f"{node.name}: reads channels along a dim whose size varies "
                              "(merged with the batch)")
             return None
-        if fold is not None:
-            owner, name, _ = fold
-            seen = self._module_cols.setdefault(f"{owner}.{name}", labels)
+        if fold is not None:     # a weight shared by layers: its columns are one channel set
+            owner, name, along = fold
+            seen = self._module_cols.setdefault(f"{owner}.{name}:{along}", labels)
             if seen is not labels:
                 self.channels.unify(seen, labels, f"shared weight {owner}.{name}")
         self.consumers.append(ConsumerUse(node.name, arg, dim, labels, fold,

@@ -1,5 +1,6 @@
-"""Rules for ``einsum``, ``matmul``, ``addmm`` and ``baddbmm``: contractions over channel dims (DeepONet, FNO
-spectral weights, attention written as ``q @ k.transpose(-2, -1)``).
+"""Rules for ``einsum``, ``matmul``, ``addmm``, ``baddbmm``, ``nn.Bilinear`` and the
+vector products: contractions over channel dims (DeepONet, FNO spectral weights,
+attention written as ``q @ k.transpose(-2, -1)``).
 
 Each letter of the equation is one channel space candidate. A letter kept in the
 output unifies the channels of every operand that has it (a parameter operand is
@@ -183,3 +184,21 @@ def vector_product(ctx, node):
 
 
 REGISTRY.add(vector_product, packets(*_VECTOR_PRODUCTS))
+
+
+@REGISTRY.ops(aten.bilinear.default)
+def bilinear(ctx, node):
+    """``nn.Bilinear``: ``y_o = x1_i W_oij x2_j + b_o``, a contraction whose output
+    channels only the weight has (new channels, like a linear layer's rows)."""
+    x1, x2, weight = node.args[:3]
+    lead = "abcdefgh"[:len(ctx.shape(x1)) - 1]
+    out = contract(ctx, node, [x1, x2, weight], [0, 1, 2],
+                   [lead + "i", lead + "j", "oij"], lead + "o")
+    bias = ctx.arg(node, 3, "bias")
+    if bias is not None:
+        path = ctx.weight_in_place(bias)
+        if path is not None and len(lead) in out:
+            ctx.param(path, {0: out[len(lead)]})
+        else:
+            ctx.pin(out.get(len(lead)), f"{node.name}: bilinear with a computed bias")
+    return out

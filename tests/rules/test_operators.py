@@ -316,3 +316,38 @@ def test_mv_and_dot_are_contractions():
     pruned = lumos.extract(gated)
     assert pruned.w1.shape[0] < 16 and pruned.w2.shape == (pruned.v.shape[0], pruned.w1.shape[0])
     assert lumos.verify(gated, pruned, (torch.randn(4),)) < 1e-5
+
+
+class BilinearInteraction(nn.Module):
+    """``nn.Bilinear`` of two embeddings (pairwise feature interactions), or the same
+    written as an einsum (DimeNet's bilinear layer) over inputs of equal width: one
+    weight gated along two dims."""
+
+    def __init__(self, written: str):
+        super().__init__()
+        width = 6 if written == "module" else 8
+        self.written, self.a, self.b = written, nn.Linear(4, 8), nn.Linear(3, width)
+        self.bil, self.out = nn.Bilinear(8, width, 10), nn.Linear(10, 1)
+
+    def forward(self, x, y):
+        h, g = torch.tanh(self.a(x)), torch.tanh(self.b(y))
+        if self.written == "module":
+            z = self.bil(h, g)
+        else:
+            z = torch.einsum("bi,bj,oij->bo", h, g, self.bil.weight) + self.bil.bias
+        return self.out(torch.tanh(z))
+
+
+@pytest.mark.parametrize("written", ["module", "einsum"])
+def test_bilinear_gates_both_inputs_and_creates_its_outputs(written):
+    torch.manual_seed(0)
+    model = BilinearInteraction(written).eval()
+    inputs = (torch.randn(3, 4), torch.randn(3, 3))
+    gated = lumos.compile(model, example_inputs=inputs)
+    assert {"a", "b"} <= set(gate_widths(gated))       # two groups: nothing joins them
+    randomize_gates(gated, seed=1)
+    pruned = lumos.extract(gated)
+    assert pruned.bil.weight.shape == (pruned.bil.bias.shape[0], pruned.a.weight.shape[0],
+                                       pruned.b.weight.shape[0])
+    assert _params(pruned) < _params(model)
+    assert lumos.verify(gated, pruned, (torch.randn(5, 4), torch.randn(5, 3))) < 1e-5

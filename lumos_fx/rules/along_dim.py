@@ -127,31 +127,33 @@ def flip(ctx, node):
     return {d: lab[::-1].copy() if d in dims else lab for d, lab in x.items()}
 
 
+def _channel_labels(ctx, node, channel: int, other: str):
+    """The labels of the input's dim ``channel``; every other labeled dim pins."""
+    x = ctx.of(node.args[0]) or {}
+    for d, lab in x.items():
+        if d != channel:
+            ctx.pin(lab, f"{node.name}: {node.target.overloadpacket.__name__} over a labeled "
+                         f"{other} dim")
+    return x.get(channel)
+
+
 @REGISTRY.ops(aten.im2col.default)
 def im2col(ctx, node):
     """``(N, C, H, W) -> (N, C * kh * kw, L)``: channel ``c`` owns block ``c`` of rows."""
-    x = ctx.of(node.args[0]) or {}
     channel = len(ctx.shape(node.args[0])) - 3
-    for d, lab in x.items():
-        if d != channel:
-            ctx.pin(lab, f"{node.name}: im2col over a labeled spatial dim")
-    if channel not in x:
-        return {}
-    return {channel: np.repeat(x[channel], math.prod(node.args[1]))}
+    labels = _channel_labels(ctx, node, channel, "spatial")
+    return {} if labels is None else {channel: np.repeat(labels, math.prod(node.args[1]))}
 
 
 @REGISTRY.ops(aten.col2im.default)
 def col2im(ctx, node):
     """``(N, C * kh * kw, L) -> (N, C, H, W)``: when each block of rows is one channel's."""
-    x = ctx.of(node.args[0]) or {}
     channel = len(ctx.shape(node.args[0])) - 2
-    for d, lab in x.items():
-        if d != channel:
-            ctx.pin(lab, f"{node.name}: col2im over a labeled position dim")
-    if channel not in x:
+    labels = _channel_labels(ctx, node, channel, "position")
+    if labels is None:
         return {}
-    blocks = x[channel].reshape(-1, math.prod(node.args[2]))
+    blocks = labels.reshape(-1, math.prod(node.args[2]))
     if not (blocks == blocks[:, :1]).all():
-        ctx.pin(x[channel], f"{node.name}: col2im of rows that mix channels")
+        ctx.pin(labels, f"{node.name}: col2im of rows that mix channels")
         return {}
     return {channel: blocks[:, 0].copy()}

@@ -80,7 +80,11 @@ def computed_weight(ctx, layer: fx.Node, value: Any, argument: str) -> str | Non
     stack = layer.meta.get("nn_module_stack") or {}
     owner = next(reversed(stack.values()))[0] if stack else ""
     path = f"{owner}.{argument}" if owner else argument
-    while _exists(ctx.root, path) or path in ctx.params and ctx.params[path].computed is None:
+    # each computed weight its own name, claimed in the same order in both graphs
+    claimed = {p for (training, _), p in ctx.computed_weights.items()
+               if training == ctx.training}
+    while _exists(ctx.root, path) or path in claimed or (
+            path in ctx.params and ctx.params[path].computed is None):
         path += SUFFIX
     ctx.computed_weights[(ctx.training, value.name)] = path
     ctx.materialize(path, value)

@@ -124,3 +124,27 @@ def test_spectral_norm_updated_in_training_pins_in_both_modes():
     assert "computed in one mode only" in str(_pins(gated))
     randomize_gates(gated, seed=0)
     assert lumos.verify(gated, lumos.extract(gated), (torch.randn(3, 4),)) < 1e-5
+
+
+class TwoInOneModule(nn.Module):
+    """Two computed weights read by layers of the same module: each gets its own name."""
+
+    def __init__(self):
+        super().__init__()
+        self.w1, self.w2 = nn.Parameter(torch.randn(8, 4)), nn.Parameter(torch.randn(6, 8))
+        self.out = nn.Linear(6, 1)
+
+    def forward(self, x):
+        h = torch.relu(F.linear(x, torch.tanh(self.w1)))
+        return self.out(torch.relu(F.linear(h, torch.tanh(self.w2))))
+
+
+def test_computed_weights_of_one_module_are_named_apart():
+    torch.manual_seed(0)
+    gated = lumos.compile(TwoInOneModule(), example_inputs=(torch.randn(3, 4),))
+    assert {"weight", "weight_materialized"} <= set(lumos.gates(gated))
+    randomize_gates(gated, seed=0)
+    pruned = lumos.extract(gated)
+    assert pruned.get_parameter("weight_materialized").shape[1] == \
+        pruned.get_parameter("weight").shape[0]
+    assert lumos.verify(gated, pruned, (torch.randn(5, 4),)) < 1e-5

@@ -48,7 +48,8 @@ class Group:
     """Channels that share one gate vector.
 
     ``channel_of_atom`` maps every atom of the group to its channel index in
-    ``range(size)``. ``pinned`` is the reason the group may not shrink, or None.
+    ``range(size)``. ``pinned`` is the reason the group may not shrink, or None;
+    ``kept`` the channels that survive whatever their gate (a ``select`` reads them).
     """
 
     index: int
@@ -56,6 +57,7 @@ class Group:
     spaces: list[Space]
     channel_of_atom: dict[int, int]
     pinned: str | None
+    kept: frozenset = frozenset()
     size: int = field(init=False)
 
     def __post_init__(self):
@@ -114,6 +116,13 @@ class ChannelGraph:
             if rx != ry:
                 self._parent[max(rx, ry)] = min(rx, ry)
 
+    def keep(self, labels: Labels) -> None:
+        """The channels in ``labels`` survive extraction whatever their gates say (their
+        group stays prunable otherwise): an op reads them one by one, ungated."""
+        self._groups = None
+        kept = self.__dict__.setdefault("_kept", set())
+        kept.update(np.unique(labels[labels >= 0]).tolist())
+
     def pin(self, labels: Labels, reason: str) -> None:
         """Forbid removing any channel in ``labels`` (first reason wins)."""
         self._groups = None
@@ -139,21 +148,35 @@ class ChannelGraph:
             spaces = [self.spaces[i] for i in sorted(members)]
             channel_of_root: dict[int, int] = {}
             channel_of_atom: dict[int, int] = {}
-            pinned = None
+            pinned, kept = None, set()
             for space in spaces:
                 for atom in range(space.start, space.start + space.size):
                     root = roots[atom]
                     channel_of_atom[atom] = channel_of_root.setdefault(root, len(channel_of_root))
                     pinned = pinned or self._pins.get(atom)
+                    if atom in self.__dict__.get("_kept", ()):
+                        kept.add(channel_of_atom[atom])
             # named after a layer or input, not a tensor the model allocated
             name = next((s.name for s in spaces if s.kind != "factory"), spaces[0].name)
-            groups.append(Group(len(groups), name, spaces, channel_of_atom, pinned))
+            groups.append(Group(len(groups), name, spaces, channel_of_atom, pinned,
+                                frozenset(kept)))
         return groups
 
     def group_of_atom(self) -> dict[int, Group]:
         if self._owner is None:
             self._owner = {atom: g for g in self.groups() for atom in g.channel_of_atom}
         return self._owner
+
+    def kept_atoms(self) -> np.ndarray:
+        """Whether each atom's channel is kept whatever its gate (bool, by atom id)."""
+        kept = np.zeros(len(self._parent), dtype=bool)
+        if not self.__dict__.get("_kept"):
+            return kept
+        group, channel = self.atom_table()
+        for g in self.groups():
+            for c in g.kept:
+                kept |= (group == g.index) & (channel == c)
+        return kept
 
     def atom_table(self) -> tuple[np.ndarray, np.ndarray]:
         """``(group index, channel index)`` of every atom, as arrays indexed by atom id."""

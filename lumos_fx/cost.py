@@ -289,7 +289,8 @@ def _product(tensors: list[torch.Tensor]):
 
 
 def _global_index(labels: np.ndarray, plan: GroupPlan, keys: dict[int, str]) -> np.ndarray:
-    """Each position's slot in the concatenation of all gates (last slot: no gate)."""
+    """Each position's slot in the concatenation of all gates (last slot: no gate, as for
+    a channel kept whatever its gate)."""
     group_of, channel_of = plan.channels.atom_table()
     offsets, total = {}, 0
     for gid in sorted(keys):
@@ -300,7 +301,7 @@ def _global_index(labels: np.ndarray, plan: GroupPlan, keys: dict[int, str]) -> 
         start[gid] = offset
     atoms = labels >= 0
     safe = np.where(atoms, labels, 0)
-    slot = np.where(atoms, start[group_of[safe]], -1)
+    slot = np.where(atoms & ~plan.channels.kept_atoms()[safe], start[group_of[safe]], -1)
     return np.where(slot >= 0, slot + channel_of[safe], total)
 
 

@@ -10,6 +10,7 @@ pruned model runs for any batch size without user patches:
   with each piece's kept count;
 * ``slice`` - ``x[:, a:b]`` (or ``narrow``) on a channel dim becomes the kept positions'
   bounds;
+* ``select`` - ``x[:, i]`` of a channel kept whatever its gate becomes its kept position;
 * ``gather`` - a literal index (``index_select``, ``x[..., idx]``) on a channel dim
   becomes the kept picks' positions among the kept channels;
 * ``factory_size`` - a tensor the model allocates (``torch.zeros(B, C, M)``, a recurrent
@@ -110,6 +111,13 @@ def _slice(node: fx.Node, decisions) -> None:
     node.args, node.kwargs = (node.args[0], dim, start, stop, 1), {}
 
 
+def _select(node: fx.Node, decisions) -> None:
+    """``x.select(dim, i)`` of a kept channel: ``i`` becomes its kept position."""
+    info = node.meta["lumos"]["select"]
+    kept = decisions.kept(info["labels"])
+    node.args = (node.args[0], node.args[1], kept_before(kept, info["index"]))
+
+
 def _gather(node: fx.Node, decisions) -> None:
     """A literal index on a channel dim: the kept picks, as positions among the kept
     channels, in a new buffer (the old literal may be shared by other nodes)."""
@@ -208,7 +216,7 @@ def _layer_norm(node: fx.Node, decisions) -> None:
 
 
 REWRITES = {"shape_args": _shape_args, "unflatten": _unflatten, "split": _split, "slice": _slice,
-            "gather": _gather,
+            "gather": _gather, "select": _select,
             "mean": _mean, "groups": _groups, "num_groups": _num_groups,
             "factory_size": _factory_size,
             "layer_norm": _layer_norm}

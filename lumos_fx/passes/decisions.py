@@ -57,6 +57,10 @@ class Decisions:
         self._ungated = sum(sizes)       # the slot of "no gate": value 1, kept
         self._flat_value = np.concatenate([*values, np.ones(1)])
         self._flat_keep = self._flat_value > 0
+        groups = state.plan.channels.groups()
+        for gid in state.keys:          # channels an op reads one by one, ungated
+            for channel in groups[gid].kept:
+                self._flat_keep[self._offset[gid] + channel] = True
         self._flat_capacity = np.zeros_like(self._flat_keep)    # kept back by fill_budget
         self._flat_score = np.concatenate(
             [*(g.log_alpha.detach().cpu().double().numpy() for g in gates.values()), np.zeros(1)])

@@ -294,14 +294,22 @@ def slice_tensor(ctx, node):
 
 @REGISTRY.ops(aten.select.int)
 def select(ctx, node):
-    """``x.select(dim, i)``: fine on a non-channel dim; on a channel dim the dim is gone,
-    so it pins (or reads a categorical feature's code). Constant picks that keep the
-    dim (``narrow``, ``index_select``, ``x[..., idx]``) are in :mod:`.gather`."""
+    """``x.select(dim, i)``: fine on a non-channel dim. On a channel dim the channel read
+    survives extraction whatever its gate (the rest of its group stays prunable) and
+    ``i`` is rewritten to its kept position; or it reads a categorical feature's code.
+    Constant picks that keep the dim (``narrow``, ``index_select``, ``x[..., idx]``)
+    are in :mod:`.gather`."""
     x = ctx.of(node.args[0]) or {}
     rank = len(ctx.shape(node.args[0]))
     dim = node.args[1] % rank
+    index = node.args[2]
     if reads_a_category(ctx, node, x.get(dim)):
         tag_feature(ctx, node, x[dim])
+    elif dim in x and isinstance(index, int):
+        labels = x[dim]
+        ctx.channels.keep(labels[[index % len(labels)]])
+        node.meta.setdefault("lumos", {}).update(codegen="select", select={
+            "labels": labels, "index": index % len(labels)})
     else:
         ctx.pin(x.get(dim), f"{node.name}: indexes into a channel dim")
     return {d - (d > dim): lab for d, lab in x.items() if d != dim}

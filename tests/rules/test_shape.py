@@ -249,3 +249,35 @@ def test_reshape_as_follows_the_channels_of_the_tensor_it_reads_its_sizes_from()
     pruned = lumos.extract(other)
     assert pruned.fc.weight.shape[0] == len(pruned.lumos_kept_inputs["x"]) < 8
     assert lumos.verify(other, pruned, (torch.randn(5, 8),)) < 1e-5
+
+
+class ReadsOneFeature(nn.Module):
+    """A PINN-style model that also reads the time input ``x[:, 0]`` on its own, and one
+    hidden channel ``h[:, 1]``."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(6, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh())
+        self.out = nn.Linear(32, 1)
+
+    def forward(self, x):
+        h = self.net(x)
+        return self.out(h) * torch.exp(-x[:, 0])[:, None] + h[:, 1][:, None]
+
+
+def test_a_channel_read_by_select_survives_and_its_group_stays_prunable():
+    torch.manual_seed(0)
+    gated = lumos.compile(ReadsOneFeature(), example_inputs=(torch.randn(4, 6),))
+    pins = {g.name: g.pinned for g in lumos.report(gated).groups}
+    assert pins["x"] is None and pins["net.2"] is None          # before: both pinned
+    hidden = lumos.gates(gated)["net.2"]
+    with torch.no_grad():     # the selected channel costs nothing to close: it stays
+        before = lumos.expected_cost(gated)[0]
+        hidden.log_alpha[1] = -6.0
+        assert torch.isclose(lumos.expected_cost(gated)[0], before)
+        lumos.gates(gated)["x"].log_alpha[[0, 2]] = -6.0
+        hidden.log_alpha[[3, 5]] = -6.0
+    pruned = lumos.extract(gated)
+    assert pruned.lumos_kept_inputs["x"] == [0, 1, 3, 4, 5]         # time stays, 2 goes
+    assert pruned.get_submodule("net.2").weight.shape[0] == 30
+    assert lumos.verify(gated, pruned, (torch.randn(5, 6),)) < 1e-5

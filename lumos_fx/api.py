@@ -18,6 +18,8 @@ Example::
 """
 from __future__ import annotations
 
+import contextlib
+
 import copy
 import functools
 import warnings
@@ -174,9 +176,15 @@ def expected_cost(gated: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _full_precision(module: nn.Module):
-    """A context that turns ``torch.autocast`` off on the device of the model's gates."""
-    gate = next(module.lumos_gates.parameters(), None)
-    return torch.autocast(gate.device.type if gate is not None else "cpu", enabled=False)
+    """A context that turns ``torch.autocast`` off on the device of the model's gates
+    (nothing to enter, at every training step, when it is not on)."""
+    device = module.lumos_cost.weights.device.type      # (moves with the gates)
+    if not torch.is_autocast_enabled(device):
+        return _NOTHING
+    return torch.autocast(device, enabled=False)
+
+
+_NOTHING = contextlib.nullcontext()
 
 
 def penalty(gated: nn.Module) -> torch.Tensor:

@@ -196,8 +196,8 @@ def _moved(user: fx.Node, d: int, rank: int) -> int | None:
 def expand(ctx, node):
     """Expanding size-1 dims keeps channels: ``-1`` (or a repeat of 1) on a channel dim,
     or an ``expand``/``broadcast_to`` size equal to the channel count
-    (``k[:, :, None].expand(B, Hkv, n, T, D)``), which extraction rewrites to the kept count. ``repeat(..., n, ...)`` on a
-    channel dim tiles its labels. Anything else pins."""
+    (``k[:, :, None].expand(B, Hkv, n, T, D)``), which extraction rewrites to the kept
+    count. ``repeat(..., n, ...)`` on a channel dim tiles its labels. Anything else pins."""
     x = ctx.of(node.args[0]) or {}
     sizes = list(node.args[1])
     src = ctx.shape(node.args[0])

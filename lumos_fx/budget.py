@@ -33,9 +33,8 @@ offset) is buffers of the :class:`BudgetController` at ``gated.lumos_budget``:
 ``state_dict``/``load_state_dict`` and ``.to()`` carry it, and DDP keeps it in
 step across ranks (every rank computes the same update from the same gates).
 
-A controller step is a ``penalty`` call in training mode with gradients
-enabled; a ``penalty`` computed for logging under ``torch.no_grad()`` or in eval
-mode changes nothing.
+A controller step is a ``penalty`` call in training mode with gradients enabled; a
+``penalty`` computed for logging under ``torch.no_grad()`` or in eval mode changes nothing.
 
 Example::
 

@@ -31,7 +31,7 @@ def test_unify_with_fixed_position_pins():
 
 def test_first_pin_reason_wins_and_other_groups_stay_free():
     g = ChannelGraph()
-    a, b = g.new_space("a", 2), g.new_space("b", 2)
+    a, _ = g.new_space("a", 2), g.new_space("b", 2)
     g.pin(a[:1], "first")
     g.pin(a, "second")
     assert [(grp.name, grp.pinned) for grp in g.groups()] == [("a", "first"), ("b", None)]

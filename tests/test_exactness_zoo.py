@@ -12,7 +12,6 @@ Plus: the user's model is never modified by compile / training / extract.
 """
 from __future__ import annotations
 
-import copy
 
 import pytest
 import torch

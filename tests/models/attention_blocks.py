@@ -2,7 +2,6 @@
 torch's ``nn.MultiheadAttention`` and ``nn.Transformer*Layer``, grouped-query attention."""
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import nn
 

@@ -18,7 +18,7 @@ pruned model runs for any batch size without user patches:
 * ``layer_norm`` - LayerNorm/RMSNorm (and one-group GroupNorm) over pruned channels keeps
   the original divisor;
 * ``groups`` - a depthwise convolution's ``groups`` follows its kept channels;
-* ``num_groups`` - so does a ``group_norm``'s with one channel per group;
+* ``num_groups`` - a ``group_norm``'s group count becomes the kept groups' count;
 * ``mean`` - a ``mean`` over a channel dim becomes ``sum / original_count``,
   which is exact because closed channels are gated to zero.
 
@@ -156,8 +156,10 @@ def _groups(node: fx.Node, decisions) -> None:
 
 
 def _num_groups(node: fx.Node, decisions) -> None:
-    """A per-channel ``group_norm``'s group count becomes its kept channel count."""
-    node.args = (node.args[0], len(decisions.kept(node.meta["lumos"]["groups"])), *node.args[2:])
+    """A ``group_norm``'s group count becomes its kept group count (whole groups go)."""
+    meta = node.meta["lumos"]
+    kept = len(decisions.kept(meta["groups"])) // meta.get("per_group", 1)
+    node.args = (node.args[0], kept, *node.args[2:])
 
 
 def _factory_size(node: fx.Node, decisions) -> None:

@@ -67,18 +67,27 @@ def layer_norm(ctx, node):
 def group_norm(ctx, node):
     """``(x, num_groups, weight, bias, eps, ...)``. One channel per group normalizes each
     channel alone, like InstanceNorm (Wav2Vec2's feature encoder): a follower whose
-    ``num_groups`` becomes the kept channel count. Larger groups mix channels: pinned."""
+    ``num_groups`` becomes the kept channel count. Larger groups (a U-Net's
+    ``GroupNorm(32, C)``) normalize each group on its own, so a whole group can go:
+    its channels are one channel, and ``num_groups`` becomes the kept group count."""
     x = ctx.of(node.args[0]) or {}
-    if int(node.args[1]) == 1 and x.get(1) is not None:
+    groups, channels = int(node.args[1]), ctx.shape(node.args[0])[1]
+    if groups == 1 and x.get(1) is not None:
         return _one_group(ctx, node, x)
-    if int(node.args[1]) != ctx.shape(node.args[0])[1]:
+    if groups != channels and x.get(1) is None:
         return channel_mixing_norm(ctx, node)
+    per_group = channels // groups
+    if per_group > 1:
+        blocks = x[1].reshape(groups, per_group)
+        for column in range(1, per_group):
+            ctx.unify(blocks[:, 0], blocks[:, column], f"{node.name}: one group of group_norm")
     for d, lab in x.items():
         if d != 1:
             ctx.pin(lab, f"{node.name}: group_norm normalizes over a dim that carries channels")
     _follow(ctx, node, [ctx.arg(node, 2, "weight"), ctx.arg(node, 3, "bias")], x.get(1))
     if x.get(1) is not None:
-        node.meta.setdefault("lumos", {}).update(codegen="num_groups", groups=x[1])
+        node.meta.setdefault("lumos", {}).update(codegen="num_groups", groups=x[1],
+                                                 per_group=per_group)
     return {1: x[1]} if x.get(1) is not None else {}
 
 

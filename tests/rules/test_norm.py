@@ -66,10 +66,10 @@ def test_group_norm_with_one_channel_per_group_follows_its_channels():
     assert lumos.verify(gated, pruned, (torch.randn(3, 3, 40),)) < 1e-5
 
 
-def test_group_norm_with_larger_groups_still_pins():
+def test_group_norm_with_larger_groups_gates_whole_groups():
     model = nn.Sequential(nn.Conv1d(3, 16, 5), nn.GroupNorm(4, 16), nn.Conv1d(16, 8, 3))
     gated = lumos.compile(model, example_inputs=(torch.randn(2, 3, 40),))
-    assert "0" not in lumos.gates(gated)
+    assert lumos.gates(gated)["0"].size == 4
 
 
 class PoolMixer(nn.Module):
@@ -106,4 +106,33 @@ def test_group_norm_with_one_group_keeps_its_divisor_and_shrinks_exactly(mode):
             gate.log_alpha[::3] = -10.0
     pruned = lumos.extract(gated)
     assert pruned.norm1.weight.shape == (10,) and pruned.stem.weight.shape[0] == 10
+    assert lumos.verify(gated, pruned, (torch.randn(3, 3, 8, 8),)) < 1e-5
+
+
+class GroupNormBlock(nn.Module):
+    """A U-Net block: ``GroupNorm(4, 16)`` normalizes four groups of four channels."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 3, padding=1)
+        self.norm = nn.GroupNorm(4, 16)
+        self.out = nn.Conv2d(16, 2, 1)
+
+    def forward(self, x):
+        return self.out(nn.functional.silu(self.norm(self.conv(x))))
+
+
+def test_group_norm_with_larger_groups_prunes_whole_groups():
+    torch.manual_seed(0)
+    model = GroupNormBlock().eval()
+    with torch.no_grad():
+        model.norm.weight.uniform_(0.5, 1.5)
+        model.norm.bias.uniform_(-0.5, 0.5)
+    gated = lumos.compile(model, example_inputs=(torch.randn(2, 3, 8, 8),))
+    assert lumos.gates(gated)["conv"].size == 4              # one gate per group
+    with torch.no_grad():
+        lumos.gates(gated)["conv"].log_alpha[2] = -6.0
+    pruned = lumos.extract(gated)
+    assert pruned.conv.weight.shape[0] == 12 and pruned.norm.weight.shape == (12,)
+    assert [n.args[1] for n in pruned.graph.nodes if "group_norm" in str(n.target)] == [3]
     assert lumos.verify(gated, pruned, (torch.randn(3, 3, 8, 8),)) < 1e-5

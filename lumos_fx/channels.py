@@ -72,6 +72,7 @@ class ChannelGraph:
         self._space_of_atom: list[int] = []
         self.spaces: list[Space] = []
         self._pins: dict[int, str] = {}
+        self._kept: set[int] = set()       # atoms an op reads one by one (see keep)
         self._groups: list[Group] | None = None
         self._owner: dict[int, Group] | None = None
         self._table: tuple[np.ndarray, np.ndarray] | None = None
@@ -120,8 +121,7 @@ class ChannelGraph:
         """The channels in ``labels`` survive extraction whatever their gates say (their
         group stays prunable otherwise): an op reads them one by one, ungated."""
         self._groups = None
-        kept = self.__dict__.setdefault("_kept", set())
-        kept.update(np.unique(labels[labels >= 0]).tolist())
+        self._kept.update(np.unique(labels[labels >= 0]).tolist())
 
     def pin(self, labels: Labels, reason: str) -> None:
         """Forbid removing any channel in ``labels`` (first reason wins)."""
@@ -143,7 +143,7 @@ class ChannelGraph:
         roots = [self.find(a) for a in range(len(self._parent))]
         for atom, root in enumerate(roots):
             links.add_edge(self._space_of_atom[atom], self._space_of_atom[root])
-        groups = []
+        groups, kept_atoms = [], getattr(self, "_kept", ())   # (a graph pickled before keep)
         for members in sorted(nx.connected_components(links), key=min):
             spaces = [self.spaces[i] for i in sorted(members)]
             channel_of_root: dict[int, int] = {}
@@ -154,7 +154,7 @@ class ChannelGraph:
                     root = roots[atom]
                     channel_of_atom[atom] = channel_of_root.setdefault(root, len(channel_of_root))
                     pinned = pinned or self._pins.get(atom)
-                    if atom in self.__dict__.get("_kept", ()):
+                    if atom in kept_atoms:
                         kept.add(channel_of_atom[atom])
             # named after a layer or input, not a tensor the model allocated
             name = next((s.name for s in spaces if s.kind != "factory"), spaces[0].name)
@@ -169,14 +169,12 @@ class ChannelGraph:
 
     def kept_atoms(self) -> np.ndarray:
         """Whether each atom's channel is kept whatever its gate (bool, by atom id)."""
-        kept = np.zeros(len(self._parent), dtype=bool)
-        if not self.__dict__.get("_kept"):
-            return kept
+        marked = np.fromiter(getattr(self, "_kept", ()), dtype=np.int64)
+        if not len(marked):
+            return np.zeros(len(self._parent), dtype=bool)
         group, channel = self.atom_table()
-        for g in self.groups():
-            for c in g.kept:
-                kept |= (group == g.index) & (channel == c)
-        return kept
+        code = group * (int(channel.max()) + 1) + channel       # one number per channel
+        return np.isin(code, code[marked])
 
     def atom_table(self) -> tuple[np.ndarray, np.ndarray]:
         """``(group index, channel index)`` of every atom, as arrays indexed by atom id."""

@@ -31,6 +31,7 @@ from torch import nn
 from .cost_quadratic import QuadraticCost
 from .gates import clamp_straight_through
 from .passes.build_groups import GroupPlan
+from .rules.context import lookup
 
 
 class ExpectedCost(nn.Module):
@@ -62,7 +63,7 @@ class ExpectedCost(nn.Module):
         param_paths = {name for name, _ in root.named_parameters()}
         for spec in plan.params.values():
             # a weight computed from parameters becomes a parameter of the extracted model
-            shape = getattr(spec, "shape", None) or tuple(_lookup(root, spec.path).shape)
+            shape = getattr(spec, "shape", None) or tuple(lookup(root, spec.path).shape)
             is_param = spec.path in param_paths or getattr(spec, "computed", None) is not None
             fixed_size = math.prod(s for d, s in enumerate(shape) if d not in spec.dims)
             dims = []
@@ -304,7 +305,3 @@ def _global_index(labels: np.ndarray, plan: GroupPlan, keys: dict[int, str]) -> 
     slot = np.where(atoms & ~plan.channels.kept_atoms()[safe], start[group_of[safe]], -1)
     return np.where(slot >= 0, slot + channel_of[safe], total)
 
-
-def _lookup(root: nn.Module, path: str) -> torch.Tensor:
-    owner, _, name = path.rpartition(".")
-    return getattr(root.get_submodule(owner) if owner else root, name)

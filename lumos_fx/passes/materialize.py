@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import fx, nn
 
-from ..rules.context import split_path
+from ..rules.context import lookup, split_path
 
 
 def evaluate(gm: fx.GraphModule, node: fx.Node) -> torch.Tensor:
@@ -35,8 +35,7 @@ def evaluate(gm: fx.GraphModule, node: fx.Node) -> torch.Tensor:
     def value_of(n: fx.Node):
         if n not in values:
             if n.op == "get_attr":
-                owner, name = split_path(n.target)
-                values[n] = getattr(gm.get_submodule(owner) if owner else gm, name)
+                values[n] = lookup(gm, n.target)
             else:
                 args = fx.node.map_arg(n.args, value_of)
                 kwargs = fx.node.map_arg(n.kwargs, value_of)

@@ -67,13 +67,12 @@ def _join_ends(ctx, node, out: dict, dim: int) -> None:
         if end is None:
             continue
         labels = ctx.of(end) or {}
-        for d in set(labels) | set(out):
-            if d == dim or d not in labels or d not in out:
-                ctx.pin(labels.get(d), f"{node.name}: diff joined with an unlabeled tensor")
-                ctx.pin(out.get(d) if d != dim else None, f"{node.name}: diff joined with an "
-                                                          "unlabeled tensor")
-            else:
+        for d in set(labels) | set(out):      # (out has no labels along dim)
+            if d in labels and d in out:
                 ctx.unify(out[d], labels[d], f"{node.name}: diff joined with a fixed channel")
+            else:
+                for lab in (labels.get(d), out.get(d)):
+                    ctx.pin(lab, f"{node.name}: diff joined with an unlabeled tensor")
 
 
 REGISTRY.add(along_dim, packets(*_DIM_ARG))

@@ -22,8 +22,8 @@ and value channels are one channel. An operand whose heads dim carries no labels
 but whose ``head_dim`` does (one head: ``view(B, N, 1, D)`` factors onto ``D``;
 or the copies of a single key/value head) is one head: its ``head_dim`` channels
 are unified into one channel that labels every head, so the head lives or dies
-whole and the scale stays. A mask broadcast over heads is fine; pruning inside a head (``head_dim``)
-or across tokens pins. The fused fast paths of ``nn.MultiheadAttention`` and
+whole and the scale stays. A mask broadcast over heads is fine; pruning inside a
+head (``head_dim``) or across tokens pins. The fused fast paths of ``nn.MultiheadAttention`` and
 ``nn.TransformerEncoderLayer`` (taken only without gradients, never by
 ``torch.export`` training capture) pin with their name.
 

@@ -38,6 +38,8 @@ from typing import Any
 import torch
 from torch import fx
 
+from .context import lookup
+
 #: the suffix of a computed weight's name when the layer's own name is taken
 SUFFIX = "_materialized"
 
@@ -92,9 +94,8 @@ def computed_weight(ctx, layer: fx.Node, value: Any, argument: str) -> str | Non
 
 
 def _exists(root: fx.GraphModule, path: str) -> bool:
-    owner, _, name = path.rpartition(".")
     try:
-        module = root.get_submodule(owner) if owner else root
+        lookup(root, path)
     except AttributeError:
         return False
-    return hasattr(module, name)
+    return True

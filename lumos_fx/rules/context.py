@@ -69,6 +69,13 @@ class ConsumerUse:
     weight_arg: int | tuple | None = None  # where the folded weight sits (gate the weight)
 
 
+def lookup(root, path: str):
+    """The attribute at dotted ``path`` under the module ``root`` (``"fc.weight"``);
+    AttributeError when it is missing."""
+    owner, name = split_path(path)
+    return getattr(root.get_submodule(owner) if owner else root, name)
+
+
 def split_path(path: str) -> tuple[str, str]:
     """``"blocks.0.fc.weight"`` -> ``("blocks.0.fc", "weight")``: owner and attribute."""
     owner, _, name = path.rpartition(".")
@@ -133,10 +140,7 @@ class RuleContext(ParameterViews):
 
     def tensor(self, value: Any):
         path = self.attr(value)
-        if path is None:
-            return None
-        owner, name = split_path(path)
-        return getattr(self.root.get_submodule(owner) if owner else self.root, name)
+        return None if path is None else lookup(self.root, path)
 
     def shape(self, value: Any) -> tuple[int, ...] | None:
         meta = value.meta.get("tensor_meta") if isinstance(value, fx.Node) else None

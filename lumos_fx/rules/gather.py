@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import fx
 
+from .context import lookup
 from .registry import REGISTRY, aten
 
 # ops a literal may pass through on its way to the index argument
@@ -41,8 +42,7 @@ def literal(root: fx.GraphModule, value) -> torch.Tensor | None:
         value = value.args[0]
     if not (isinstance(value, fx.Node) and value.op == "get_attr"):
         return None
-    owner, _, name = value.target.rpartition(".")
-    tensor = getattr(root.get_submodule(owner) if owner else root, name, None)
+    tensor = lookup(root, value.target)
     return tensor if isinstance(tensor, torch.Tensor) else None
 
 

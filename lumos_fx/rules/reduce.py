@@ -147,15 +147,12 @@ def cdist(ctx, node):
     one; batch dims pass through."""
     x1, x2 = (ctx.of(a) or {} for a in node.args[:2])
     rank = len(ctx.shape(node.args[0]))
-    last, p = rank - 1, ctx.arg(node, 2, "p", 2.0)
-    features = [x1.get(last), x2.get(last)]
-    if all(f is not None for f in features) and isinstance(p, (int, float)) and p >= 0:
-        ctx.unify(features[0], features[1], f"{node.name}: distances between the same features")
-        ctx.consume(node, 0, last)
-        ctx.consume(node, 1, last)
-    else:
-        for f in features:
-            ctx.pin(f, f"{node.name}: a distance over features one operand does not label")
+    if len(ctx.shape(node.args[1])) != rank:
+        ctx.pin_inputs(node, f"{node.name}: distances between operands of different ranks")
+        return {}
+    p = ctx.arg(node, 2, "p", 2.0)
+    _gated_at_both(ctx, node, x1, x2, rank - 1, "a distance over features",
+                   invariant=isinstance(p, (int, float)) and p >= 0)
     for labels in (x1, x2):
         ctx.pin(labels.get(rank - 2), f"{node.name}: distances between channels")
     out = {}
@@ -182,15 +179,24 @@ def cosine_similarity(ctx, node):
     dim = ctx.arg(node, 2, "dim", 1) % rank
     out = {}
     for d in range(rank):
-        pair = [x1.get(d), x2.get(d)]
-        if any(lab is None for lab in pair):
-            for lab in pair:
-                ctx.pin(lab, f"{node.name}: cosine similarity with an unlabeled operand")
-            continue
-        ctx.unify(pair[0], pair[1], f"{node.name}: cosine similarity of the same channels")
-        if d == dim:
-            ctx.consume(node, 0, d)
-            ctx.consume(node, 1, d)
-        else:
-            out[d - (d > dim)] = pair[0]
+        labels = _gated_at_both(ctx, node, x1, x2, d, "cosine similarity", gate=d == dim)
+        if labels is not None and d != dim:
+            out[d - (d > dim)] = labels
     return out
+
+
+def _gated_at_both(ctx, node, x1: dict, x2: dict, dim: int, what: str,
+                   invariant: bool = True, gate: bool = True):
+    """Dim ``dim`` of the two operands of a symmetric op: one set of channels (gated at
+    both with ``gate``, which is exact when a channel closed in both adds nothing,
+    ``invariant``); its labels, or None after pinning when only one operand labels it."""
+    pair = [x1.get(dim), x2.get(dim)]
+    if any(lab is None for lab in pair) or not invariant:
+        for lab in pair:
+            ctx.pin(lab, f"{node.name}: {what} with an unlabeled operand")
+        return None
+    ctx.unify(pair[0], pair[1], f"{node.name}: {what} of the same channels")
+    if gate:
+        ctx.consume(node, 0, dim)
+        ctx.consume(node, 1, dim)
+    return pair[0]

@@ -276,6 +276,11 @@ _KNOWN = [
      "Python control flow or a Python number depends on tensor values.",
      "select with torch.where(cond, a, b), use torch.cond for real branches, or keep the "
      "value a tensor (x.item() without int()/bool())"),
+    (("', min=", "', max="),
+     "the code works only for part of the range a named torch.export.Dim allows "
+     "(torch's generated guard is quoted below).",
+     "give the Dim that range, as torch's suggested fix below says, or use "
+     "torch.export.Dim.AUTO, which takes the range the code needs"),
     (("Constraints violated", "specialized"),
      "the code forces a dynamic size to be a constant.",
      "avoid literal batch sizes in view/reshape (use -1 or x.shape[0]), or pass "

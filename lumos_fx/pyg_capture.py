@@ -1,4 +1,4 @@
-"""Capture PyG graph-level pooling with a dynamic number of graphs.
+"""Capture PyG code that counts graphs or nodes from tensor data.
 
 PyG's ``scatter`` sizes its output with ``int(index.max()) + 1`` when no size is
 given (``global_add_pool(x, batch)``, aggregation modules). ``torch.export``
@@ -9,8 +9,11 @@ number at run time for any batch of graphs. PyG modules whose ``forward`` takes
 ``batch`` and ``batch_size`` (``GraphNorm``, ``InstanceNorm``, graph-mode
 ``LayerNorm``, ...) compute ``int(batch.max()) + 1`` themselves when no size is
 given, and so do aggregation modules (``aggr.SumAggregation()(x, batch)``, SchNet's
-readout); during capture they get the same symbolic size instead. Nothing changes
-when PyG is not imported.
+readout); during capture they get the same symbolic size instead. So does
+``maybe_num_nodes(edge_index)`` without a count (EGConv's self-loops), and
+RGCNConv's segment-matmul heuristic, which takes ``int()`` of an edge count, is
+switched off (captured code never takes that branch). Nothing changes when PyG is
+not imported.
 
 Example::
 
@@ -34,6 +37,20 @@ def _symbolic_size(scatter):
         if dim_size is None and torch.compiler.is_compiling() and index.numel() > 0:
             dim_size = index.max().item() + 1
         return scatter(src, index, dim, dim_size, reduce)
+    return wrapper
+
+
+def _symbolic_num_nodes(maybe_num_nodes):
+    """``maybe_num_nodes(edge_index)`` (no count given: EGConv's self-loops, ``to_undirected``)
+    as the symbolic ``edge_index.max() + 1`` instead of a Python ``int`` of it."""
+    @functools.wraps(maybe_num_nodes)
+    def wrapper(edge_index, num_nodes=None):
+        edge_index_class = getattr(sys.modules.get("torch_geometric"), "EdgeIndex", ())
+        if num_nodes is None and torch.compiler.is_compiling() and \
+                isinstance(edge_index, torch.Tensor) and edge_index.layout == torch.strided \
+                and not isinstance(edge_index, edge_index_class) and edge_index.numel() > 0:
+            return edge_index.max().item() + 1
+        return maybe_num_nodes(edge_index, num_nodes)
     return wrapper
 
 
@@ -82,6 +99,13 @@ def _batch_size_modules() -> list[type]:
     return classes
 
 
+def _rebind(name: str, original, wrapper) -> list[tuple]:
+    """``(module, name, original, wrapper)`` for every PyG module that imported ``original``."""
+    return [(m, name, original, wrapper) for m in list(sys.modules.values())
+            if getattr(m, "__name__", "").startswith("torch_geometric")
+            and getattr(m, name, None) is original]
+
+
 @contextlib.contextmanager
 def symbolic_graph_counts():
     """Point every PyG module's ``scatter`` at the symbolic-size wrapper and give PyG
@@ -91,10 +115,15 @@ def symbolic_graph_counts():
     if original is None:
         yield
         return
-    wrapper = _symbolic_size(original)
-    patched = [(m, "scatter", original, wrapper) for m in list(sys.modules.values())
-               if getattr(m, "__name__", "").startswith("torch_geometric")
-               and getattr(m, "scatter", None) is original]
+    patched = _rebind("scatter", original, _symbolic_size(original))
+    num_nodes = getattr(sys.modules.get("torch_geometric.utils.num_nodes"), "maybe_num_nodes", None)
+    if num_nodes is not None:
+        patched += _rebind("maybe_num_nodes", num_nodes, _symbolic_num_nodes(num_nodes))
+    backend = sys.modules.get("torch_geometric.backend")
+    if getattr(backend, "use_segment_matmul", False) is None:
+        # RGCNConv's heuristic for it takes int() of a count; under capture it never
+        # takes the segment-matmul branch anyway (that branch requires not is_compiling())
+        patched.append((backend, "use_segment_matmul", None, False))
     patched += [(cls, "forward", vars(cls)["forward"], _symbolic_batch_size(vars(cls)["forward"]))
                 for cls in _batch_size_modules()]
     aggregation = getattr(sys.modules.get("torch_geometric.nn.aggr.base"), "Aggregation", None)

@@ -185,3 +185,25 @@ def test_a_failing_example_input_names_the_ops_own_error():
     with pytest.raises(lumos.InputError, match="IndexError: index out of range") as info:
         lumos.compile(model, example_inputs=(torch.tensor([[1, 2, 12]]),))
     assert "nn_module_stack" not in str(info.value)       # not the node's whole meta
+
+
+class NeedsFiveRows(nn.Module):
+    """``arange(n - 3)`` holds for n >= 3 only (torch.export guards it as n >= 5)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(20, 20)
+
+    def forward(self, x):
+        return self.lin(x) * torch.arange(x.shape[0] - 3).sum()
+
+
+def test_a_named_dim_wider_than_the_code_allows_quotes_the_suggested_range():
+    dims = ({0: torch.export.Dim("rows")},)
+    with pytest.raises(lumos.TraceError) as info:
+        lumos.compile(NeedsFiveRows(), example_inputs=(torch.randn(6, 20),), dynamic_shapes=dims)
+    message = str(info.value)
+    assert "part of the range" in message and "Dim('rows', min=5)" in message, message
+    assert "constant" not in message.split("Original error")[0]
+    auto = ({0: torch.export.Dim.AUTO},)
+    lumos.compile(NeedsFiveRows(), example_inputs=(torch.randn(6, 20),), dynamic_shapes=auto)

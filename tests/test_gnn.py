@@ -235,3 +235,31 @@ def test_initial_residual_gcn_prunes_its_hidden_width_through_addmm_residuals():
     pruned = lumos.extract(gated)
     assert pruned.lin_in.weight.shape[0] < 16
     assert lumos.verify(gated, pruned, other) < 1e-5
+
+
+@pytest.mark.parametrize("conv", ["eg", "rgcn"])
+def test_layers_that_count_nodes_or_edges_from_data_capture_and_extract_exactly(conv):
+    from lumos_fx.prunability import smallest_fraction
+    from tests.models.graphs import CountingConvStack
+
+    def data(seed, count):
+        x, edge_index = random_graphs(count, seed)[:2]
+        g = torch.Generator().manual_seed(seed)
+        types = (torch.randint(0, 3, (edge_index.shape[1],), generator=g),)
+        return (x, edge_index) + (types if conv == "rgcn" else ())
+
+    torch.manual_seed(0)
+    model = CountingConvStack(conv).eval()
+    edges = torch.export.Dim("edges", min=2)
+    dims = ({0: torch.export.Dim("nodes", min=2)}, {1: edges}) + (
+        ({0: edges},) if conv == "rgcn" else ())
+    import torch_geometric.backend
+    heuristic = torch_geometric.backend.use_segment_matmul
+    gated = lumos.compile(model, example_inputs=data(0, 4), dynamic_shapes=dims)
+    assert torch_geometric.backend.use_segment_matmul is heuristic      # restored
+    other = data(1, 7)
+    with torch.no_grad():
+        torch.testing.assert_close(gated.eval()(*other), model(*other))
+    assert smallest_fraction(gated) < 0.05, lumos.report(gated)
+    randomize_gates(gated, seed=1)
+    assert lumos.verify(gated, lumos.extract(gated), other) < 1e-5

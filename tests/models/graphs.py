@@ -188,3 +188,25 @@ class HandWrittenGCN(nn.Module):
             messages = h.index_select(0, src)
             x = torch.relu(torch.zeros_like(h).index_add(0, dst, messages) + h)
         return self.head(x)
+
+
+class CountingConvStack(nn.Module):
+    """Two PyG layers that count nodes or edges from tensor data: EGConv adds self-loops
+    without a node count (``int(edge_index.max()) + 1``), RGCNConv's segment-matmul
+    heuristic takes ``int()`` of its per-relation edge counts."""
+
+    def __init__(self, conv: str, features: int = 5, dim: int = 16, relations: int = 3):
+        super().__init__()
+        self.relational = conv == "rgcn"
+        make = {"eg": lambda: pyg.EGConv(dim, dim, aggregators=["sum", "mean"], num_heads=2,
+                                          num_bases=2),
+                "rgcn": lambda: pyg.RGCNConv(dim, dim, num_relations=relations)}[conv]
+        self.lin_in, self.convs = nn.Linear(features, dim), nn.ModuleList([make(), make()])
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x, edge_index, edge_type=None):
+        h = torch.relu(self.lin_in(x))
+        for conv in self.convs:
+            extra = (edge_type,) if self.relational else ()
+            h = torch.relu(conv(h, edge_index, *extra))
+        return self.head(h)

@@ -63,8 +63,10 @@ class ExpectedCost(nn.Module):
         param_paths = {name for name, _ in root.named_parameters()}
         for spec in plan.params.values():
             # a weight computed from parameters becomes a parameter of the extracted model
+            # (one computed from buffers alone, a buffer)
             shape = getattr(spec, "shape", None) or tuple(lookup(root, spec.path).shape)
-            is_param = spec.path in param_paths or getattr(spec, "computed", None) is not None
+            is_param = spec.path in param_paths or (getattr(spec, "computed", None) is not None
+                                                    and not getattr(spec, "constant", False))
             fixed_size = math.prod(s for d, s in enumerate(shape) if d not in spec.dims)
             dims = []
             for d in spec.dims:

@@ -57,8 +57,11 @@ def count_flops(module: nn.Module, inputs: tuple) -> int:
     was_training = module.training
     module.eval()
     try:
-        with torch.no_grad(), FlopCounterMode(display=False,
-                                              custom_mapping=EXTRA_FLOP_FORMULAS) as counter:
+        # with gradients on: under no_grad a view of a parameter passed to a submodule
+        # (``w.view(o, -1)`` into a gate) requires grad without a grad_fn, and the module
+        # tracker of FlopCounterMode fails on it
+        with torch.enable_grad(), FlopCounterMode(display=False,
+                                                  custom_mapping=EXTRA_FLOP_FORMULAS) as counter:
             module(*inputs)
     finally:
         module.train(was_training)

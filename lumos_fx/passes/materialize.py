@@ -56,7 +56,11 @@ def materialize_weights(gm: fx.GraphModule, params) -> None:
         node = nodes[name]
         owner, attribute = split_path(spec.path)
         module = _module_at(gm, owner)
-        module.register_parameter(attribute, nn.Parameter(evaluate(gm, node)))
+        value = evaluate(gm, node)
+        if getattr(spec, "constant", False):      # from buffers alone: a buffer again
+            module.register_buffer(attribute, value)
+        else:
+            module.register_parameter(attribute, nn.Parameter(value))
         with gm.graph.inserting_before(node):
             stored = gm.graph.get_attr(spec.path)
         node.replace_all_uses_with(stored)

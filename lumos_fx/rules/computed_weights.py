@@ -14,6 +14,11 @@ larger than the parameters it comes from (a low-rank ``A @ B``) would make the
 extracted model larger: it pins, as does one updated in place as it is computed
 (``spectral_norm``'s power iteration in training).
 
+An elementwise op meets such tensors too: a KAN layer divides its input by knot
+differences ``grid[:, p:-1] - grid[:, :-(p + 1)]``, one row per input feature.
+They are stored the same way (as ``owner.constant``, ``owner.constant_1``, ...),
+as a buffer when computed from buffers alone, so they add no parameter.
+
 The name is the layer's own: ``a.weight`` for a ``weight_norm``-ed ``a``
 (whose stored tensors are ``a.parametrizations.weight.original0/1``), or
 ``b.weight_materialized`` when ``b.weight`` is already a tensor of the model
@@ -63,10 +68,12 @@ def _sources(value: fx.Node) -> list[fx.Node] | None:
     return sources
 
 
-def computed_weight(ctx, layer: fx.Node, value: Any, argument: str) -> str | None:
+def computed_weight(ctx, layer: fx.Node, value: Any, argument: str,
+                    numbered: bool = False) -> str | None:
     """The name under which ``layer``'s ``argument`` (``"weight"``, ``"bias"``) is sliced
     when ``value`` is computed from parameters alone and read by ``layer`` only; None
-    otherwise (the layer then pins)."""
+    otherwise (the layer then pins). ``numbered``: a taken name gets ``_1``, ``_2``, ...
+    (an op's several computed operands) instead of the suffix."""
     if not (isinstance(value, fx.Node) and value.op == "call_function"
             and len(value.users) == 1 and ctx.shape(value) is not None):
         return None
@@ -85,11 +92,14 @@ def computed_weight(ctx, layer: fx.Node, value: Any, argument: str) -> str | Non
     # each computed weight its own name, claimed in the same order in both graphs
     claimed = {p for (training, _), p in ctx.computed_weights.items()
                if training == ctx.training}
+    base, count = path, 0
     while _exists(ctx.root, path) or path in claimed or (
             path in ctx.params and ctx.params[path].computed is None):
-        path += SUFFIX
+        count += 1
+        path = f"{base}_{count}" if numbered else path + SUFFIX
     ctx.computed_weights[(ctx.training, value.name)] = path
-    ctx.materialize(path, value)
+    ctx.materialize(path, value, constant=not any(isinstance(t, torch.nn.Parameter)
+                                                  for t in tensors))
     return path
 
 

@@ -41,6 +41,7 @@ class ParamSpec:
     also: dict[int, list[Labels]] = field(default_factory=dict)
     computed: str | None = None            # a weight computed from parameters: its eval node
     shape: tuple[int, ...] | None = None   # (see lumos_fx.rules.computed_weights)
+    constant: bool = False                 # computed from buffers alone: stored as a buffer
 
     def label_sets(self, dim: int) -> list[Labels]:
         """Every label array a position of ``dim`` must survive to be kept."""
@@ -126,7 +127,7 @@ class RuleContext(ParameterViews):
         self._module_rows: dict[str, Labels] = {}
         self._module_cols: dict[str, Labels] = {}
         self.computed_weights: dict[tuple[bool, str], str] = {}   # (graph, node) -> path
-        self._materialized: dict[str, tuple[str | None, tuple]] = {}
+        self._materialized: dict[str, tuple[str | None, tuple, bool]] = {}
 
     def for_graph(self, root: fx.GraphModule, training: bool) -> "RuleContext":
         self.root, self.training, self.labels = root, training, {}
@@ -225,10 +226,11 @@ class RuleContext(ParameterViews):
         if not any(existing is positions for existing in also):
             also.append(positions)
 
-    def materialize(self, path: str, value: fx.Node) -> None:
-        """``path`` names the weight ``value`` computes (from parameters alone)."""
-        name, shape = self._materialized.get(path, (None, self.shape(value)))
-        self._materialized[path] = (value.name if not self.training else name, shape)
+    def materialize(self, path: str, value: fx.Node, constant: bool = False) -> None:
+        """``path`` names the weight ``value`` computes (from parameters alone; from
+        buffers alone when ``constant``)."""
+        name, shape, _ = self._materialized.get(path, (None, self.shape(value), constant))
+        self._materialized[path] = (value.name if not self.training else name, shape, constant)
 
     def pin_one_sided_weights(self) -> None:
         """Pin the channels of a computed weight only one of the graphs could slice (the
@@ -252,9 +254,9 @@ class RuleContext(ParameterViews):
             flops_per_entry = 0.0
         spec = self.params.get(path)
         if spec is None:
-            computed, shape = self._materialized.get(path, (None, None))
+            computed, shape, constant = self._materialized.get(path, (None, None, False))
             self.params[path] = ParamSpec(*split_path(path), dims, flops_per_entry,
-                                          computed=computed, shape=shape)
+                                          computed=computed, shape=shape, constant=constant)
             return
         for d, lab in dims.items():
             if d in spec.dims:

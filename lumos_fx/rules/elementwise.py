@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from torch import fx
 
+from .computed_weights import computed_weight
 from .context import broadcast_dims, split_path
 from .registry import REGISTRY, aten, packets
 
@@ -50,7 +51,7 @@ def elementwise(ctx, node):
         ctx.pin_inputs(node, f"{node.format_node()}: non-tensor result")
         return None
     shapes = [ctx.shape(a) for a in operands]
-    out = {}
+    out, followers = {}, {}     # followers: parameter path -> {its dim: labels}, one use
     for d, *dims in broadcast_dims(out_shape, *shapes):
         labeled = []
         for a, od, shape in zip(operands, dims, shapes):
@@ -62,7 +63,7 @@ def elementwise(ctx, node):
             else:
                 labeled.append(lab)
         if not labeled:
-            born = _parameter_dim(ctx, node, operands, dims, shapes, out_shape[d])
+            born = _parameter_dim(ctx, node, operands, dims, shapes, out_shape[d], followers)
             if born is not None:
                 out[d] = born
             continue
@@ -73,15 +74,20 @@ def elementwise(ctx, node):
             if od is None or shape[od] == 1 or (ctx.of(a) or {}).get(od) is not None:
                 continue
             behind = ctx.param_behind(a, od, out_shape[d])
+            if behind is None:      # computed from parameters alone: stored at extraction
+                computed = computed_weight(ctx, node, a, "constant", numbered=True)
+                behind = None if computed is None else (computed, od)
             if behind is not None:
-                ctx.param(behind[0], {behind[1]: first})
+                followers.setdefault(behind[0], {})[behind[1]] = first
             else:
                 ctx.pin(first, f"{node.name}: combined with an unlabeled tensor {a.name}")
         out[d] = first
+    for path, labels in followers.items():   # all its dims at once: one use, not several
+        ctx.param(path, labels)
     return out
 
 
-def _parameter_dim(ctx, node, operands, dims, shapes, size):
+def _parameter_dim(ctx, node, operands, dims, shapes, size, followers):
     """Labels for a dim that only a parameter has in full, every other operand being
     broadcast along it (Swin's per-head position bias plus a window mask of one head):
     the parameter dim's own channels, to be joined with what reads them (the heads)."""
@@ -95,7 +101,7 @@ def _parameter_dim(ctx, node, operands, dims, shapes, size):
     path, param_dim = behind
     labels = ctx.produce(node, size, kind="factory", key=f"{path}:{param_dim}",
                          name=split_path(path)[0] or path)
-    ctx.param(path, {param_dim: labels})
+    followers.setdefault(path, {})[param_dim] = labels
     return labels
 
 
@@ -110,7 +116,9 @@ REGISTRY.add(elementwise, packets("expand_as", "masked_fill", "masked_fill_",
                                   "absolute_", "rsub", "greater", "less", "greater_equal",
                                   "less_equal", "not_equal", "fix", "arctan", "arcsin",
                                   "arccos", "arctanh", "arcsinh", "arccosh", "arctan2",
-                                  "special_xlogy", "complex", "polar"))
+                                  "special_xlogy", "complex", "polar",
+                                  # masks combined with & and | (a B-spline basis)
+                                  "__and__", "__or__", "__iand__", "__ior__", "__irshift__"))
 # torch.max(a, b) and torch.min(a, b) are elementwise overloads of the reductions' packets
 REGISTRY.ops(aten.max.other, aten.min.other)(elementwise)
 

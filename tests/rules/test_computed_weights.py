@@ -148,3 +148,44 @@ def test_computed_weights_of_one_module_are_named_apart():
     assert pruned.get_parameter("weight_materialized").shape[1] == \
         pruned.get_parameter("weight").shape[0]
     assert lumos.verify(gated, pruned, (torch.randn(5, 4),)) < 1e-5
+
+
+class SplineLayer(nn.Module):
+    """A Kolmogorov-Arnold layer (efficient-KAN's B-spline basis): per-feature knot
+    differences ``grid[:, p:-1] - grid[:, :-(p + 1)]`` divide the input, and ``&`` joins
+    the masks of the degree-0 basis."""
+
+    def __init__(self, features: int, out: int, knots: int = 5, order: int = 3):
+        super().__init__()
+        step = 2.0 / knots
+        grid = torch.arange(-order, knots + order + 1) * step - 1
+        self.register_buffer("grid", grid.expand(features, -1).contiguous())
+        self.order = order
+        self.base = nn.Parameter(torch.randn(out, features) * 0.3)
+        self.spline = nn.Parameter(torch.randn(out, features, knots + order) * 0.1)
+
+    def forward(self, x):
+        g, u = self.grid, x.unsqueeze(-1)
+        basis = ((u >= g[:, :-1]) & (u < g[:, 1:])).to(x.dtype)
+        for p in range(1, self.order + 1):
+            basis = ((u - g[:, :-(p + 1)]) / (g[:, p:-1] - g[:, :-(p + 1)]) * basis[:, :, :-1]
+                     + (g[:, p + 1:] - u) / (g[:, p + 1:] - g[:, 1:-p]) * basis[:, :, 1:])
+        flat = basis.view(x.size(0), -1)
+        return F.linear(F.silu(x), self.base) + F.linear(flat, self.spline.view(len(self.spline), -1))
+
+
+def test_tensors_computed_from_buffers_alone_are_stored_as_buffers_and_select_features():
+    torch.manual_seed(0)
+    model = nn.Sequential(SplineLayer(6, 12), SplineLayer(12, 2)).eval()
+    x = torch.rand(8, 6) * 1.6 - 0.8
+    gated = lumos.compile(model, example_inputs=(x,))
+    assert _pins(gated)["input"] is None and _pins(gated)["0"] is None, _pins(gated)
+    assert lumos.report(gated).params_after == sum(p.numel() for p in model.parameters())
+    with torch.no_grad():
+        lumos.gates(gated)["input"].log_alpha[[1, 4]] = -6.0
+        lumos.gates(gated)["0"].log_alpha[:5] = -6.0
+    pruned = lumos.extract(gated)
+    assert pruned.get_parameter("0.base").shape == (7, 4)
+    assert pruned.get_buffer("0.constant").shape[0] == 4           # one row per kept feature
+    assert sum(p.numel() for p in pruned.parameters()) == 7 * 4 * 9 + 2 * 7 * 9
+    assert lumos.verify(gated, pruned, (torch.rand(5, 6) * 1.6 - 0.8,)) < 1e-5

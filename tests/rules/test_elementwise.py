@@ -95,3 +95,34 @@ def test_a_parameter_offset_by_a_scalar_follows_the_channels_it_scales():
     pruned = lumos.extract(gated)
     assert pruned.w.shape == (6,)
     assert lumos.verify(gated, pruned, (torch.randn(5, 6),)) < 1e-5
+
+
+class FeatureTokenizer(nn.Module):
+    """FT-Transformer's numerical tokenizer: feature ``i`` becomes the token
+    ``x[:, i] * W[i] + b[i]``; ``W`` is labeled by the features along dim 0 and by the
+    token width along dim 1 in the same op."""
+
+    def __init__(self, features: int = 5, width: int = 8):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(features, width))
+        self.bias = nn.Parameter(torch.randn(features, width))
+        self.mix = nn.Linear(width, width)
+        self.head = nn.Linear(width, 1)
+
+    def forward(self, x):
+        tokens = x.unsqueeze(-1) * self.weight + self.bias
+        return self.head(torch.relu(self.mix(tokens)).mean(1))
+
+
+def test_a_parameter_labeled_along_two_dims_by_one_op_prunes_both():
+    torch.manual_seed(0)
+    model = FeatureTokenizer()
+    gated = lumos.compile(model, example_inputs=(torch.randn(4, 5),))
+    assert gate_widths(gated) == {"x": 5, "weight": 8, "mix": 8}, gate_widths(gated)
+    with torch.no_grad():
+        lumos.gates(gated)["x"].log_alpha[[0, 3]] = -10.0
+        lumos.gates(gated)["weight"].log_alpha[[1, 2, 5]] = -10.0
+    pruned = lumos.extract(gated)
+    assert pruned.weight.shape == pruned.bias.shape == (3, 5)
+    assert pruned.mix.weight.shape == (8, 5)
+    assert lumos.verify(gated, pruned, (torch.randn(6, 5),)) < 1e-5

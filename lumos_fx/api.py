@@ -40,7 +40,7 @@ from .passes.shrink import shrink
 from .naming import gates_by_name
 from .state import LumosState, state_of, unwrap
 from .call_signature import CallSignature
-from .capture import batch_of_two, capture, default_dynamic_dims
+from .capture import batch_of_two, capture, default_dynamic_dims, the_model_inside
 from .prunability import check_prunable
 from .gated_module import GatedModule
 from .input_guard import InputShapes
@@ -85,6 +85,8 @@ def compile(model: nn.Module, example_inputs: Sequence[torch.Tensor] | None = No
 
     Args:
         model: any ``nn.Module`` that ``torch.export`` can capture; it is never modified.
+            A ``torch.compile``, ``DataParallel`` or ``DistributedDataParallel`` wrapper
+            is looked through: the gated model copies the module inside (wrap that again).
         example_inputs: a tuple with one batch of the model's positional inputs.
         lam: weight of the complexity penalty, which is the expected fraction of the
             parameters kept; the default 1.0 suits losses of order 1 (standardised targets).
@@ -108,6 +110,7 @@ def compile(model: nn.Module, example_inputs: Sequence[torch.Tensor] | None = No
     """
     if not isinstance(model, nn.Module):
         raise InputError(f"lumos.compile expects an nn.Module, got {type(model).__name__}")
+    model = the_model_inside(model)
     if unwrap(model).__dict__.get("lumos_state") is not None:
         raise InputError("this model was already compiled by lumos_fx; train it, then "
                          "lumos.extract(gated) gives the pruned model (compile the original "

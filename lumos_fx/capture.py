@@ -25,6 +25,7 @@ Example::
 """
 from __future__ import annotations
 
+import inspect
 import linecache
 import os
 import traceback
@@ -66,6 +67,36 @@ def default_dynamic_shapes(args: tuple, kwargs: dict):
         return {d: torch.export.Dim.AUTO for d in dims} if dims else None
     # nested inputs (a dict or tuple of tensors) get the same structure of specs
     return tuple(tree_map(spec, a) for a in args), {k: tree_map(spec, v) for k, v in kwargs.items()}
+
+
+def the_model_inside(model: nn.Module) -> nn.Module:
+    """The user's model inside ``torch.compile``, ``DataParallel`` and
+    ``DistributedDataParallel`` wrappers (they forward to it unchanged); ``model`` itself
+    when it is none of those."""
+    from torch._dynamo.eval_frame import OptimizedModule
+    while True:
+        if isinstance(model, OptimizedModule):
+            model = model._orig_mod
+        elif isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            model = model.module
+        else:
+            return model
+
+
+def fit_to_signature(model: nn.Module, specs: tuple) -> tuple:
+    """Per-argument ``specs`` as ``torch.export`` matches them to ``model.forward``: the
+    arguments a ``*args`` parameter collects (a wrapper's ``forward(*args, **kwargs)``)
+    get theirs as one tuple."""
+    try:
+        parameters = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):
+        return specs
+    for i, parameter in enumerate(parameters):
+        if parameter.kind is parameter.VAR_POSITIONAL:
+            return (*specs[:i], tuple(specs[i:]))
+        if parameter.kind not in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD):
+            break
+    return specs
 
 
 def default_dynamic_dims(value) -> tuple[int, ...]:
@@ -136,7 +167,7 @@ def capture(model: nn.Module, args: tuple, kwargs: dict | None = None, *,
     if default_dynamic:
         dynamic_shapes = default_dynamic_shapes(args, kwargs)
         if not kwargs:
-            dynamic_shapes = dynamic_shapes[0]
+            dynamic_shapes = fit_to_signature(model, dynamic_shapes[0])
     was_training = model.training
     graphs = {}
     try:

@@ -151,14 +151,16 @@ def _check(names: tuple, fixed: tuple, inputs: Sequence) -> None:
                              f"captured from an example with {rank}")
         for d, n in sizes:
             if shape[d] != n:
+                spec = "{0: Dim.DYNAMIC}" if d == 0 else f"{{0: Dim.AUTO, {d}: Dim.DYNAMIC}}"
                 raise InputError(
                     f"input {names[i]!r} has size {shape[d]} in dim {d}, but the model was "
                     f"captured with size {n} there and its graph holds that size as a constant "
                     f"(at another size it could compute something else without an error). If "
                     f"this size really varies, compile from an example "
                     f"{'whose size there is not 0 or 1 ' if n < 2 else ''}with dim {d} marked "
-                    f"dynamic: dynamic_shapes=({{0: Dim.AUTO, {d}: Dim.AUTO}},) with "
-                    f"Dim = torch.export.Dim (one dict per input)")
+                    f"dynamic: dynamic_shapes=({spec},) with Dim = torch.export.Dim (one "
+                    f"dict per input; with Dim.DYNAMIC, capture fails when the code fixes "
+                    f"the size, where Dim.AUTO lets it stay fixed)")
 
 
 def runs_at_another_size(model: nn.Module, gm: nn.Module, flat: list, spec, i: int,

@@ -50,7 +50,8 @@ def test_a_length_the_graph_computes_with_is_refused_not_silently_wrong():
     pruned = lumos.extract(gated)
     for m in (gated, pruned):
         assert m(torch.randn(9, 4, 32)).shape == (9, 1)       # the batch stays free
-        with pytest.raises(InputError, match=r"input 'x' has size 64 in dim 2.*dynamic_shapes"):
+        with pytest.raises(InputError, match=r"input 'x' has size 64 in dim 2.*dynamic_shapes="
+                                             r"\(\{0: Dim.AUTO, 2: Dim.DYNAMIC\},\)"):
             m(torch.randn(4, 4, 64))
         with pytest.raises(InputError, match="has 2 dims"):
             m(torch.randn(4, 4))
@@ -140,3 +141,12 @@ def test_a_time_first_recurrent_model_compiles_for_any_length_and_batch():
     torch.testing.assert_close(gated.eval()(x), model(x))
     _close_some(gated)
     assert lumos.verify(gated, lumos.extract(gated), (x,)) < 1e-5
+
+
+def test_the_suggested_dynamic_dim_captures_and_is_exact():
+    torch.manual_seed(0)
+    model = MeanOverTime().eval()
+    dims = ({0: torch.export.Dim.AUTO, 2: torch.export.Dim.DYNAMIC},)
+    gated = lumos.compile(model, example_inputs=(torch.randn(4, 4, 32),), dynamic_shapes=dims)
+    x = torch.randn(3, 4, 64)
+    torch.testing.assert_close(gated.eval()(x), model(x))

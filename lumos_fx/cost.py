@@ -64,7 +64,8 @@ class ExpectedCost(nn.Module):
         for spec in plan.params.values():
             # a weight computed from parameters becomes a parameter of the extracted model
             # (one computed from buffers alone, a buffer)
-            shape = getattr(spec, "shape", None) or tuple(lookup(root, spec.path).shape)
+            shape = getattr(spec, "shape", None)
+            shape = tuple(lookup(root, spec.path).shape) if shape is None else shape
             is_param = spec.path in param_paths or (getattr(spec, "computed", None) is not None
                                                     and not getattr(spec, "constant", False))
             fixed_size = math.prod(s for d, s in enumerate(shape) if d not in spec.dims)

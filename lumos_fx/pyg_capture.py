@@ -31,11 +31,18 @@ import sys
 import torch
 
 
+def _count(index: torch.Tensor):
+    """``int(index.max()) + 1`` (0 when empty) as a symbolic size, without branching on
+    ``index.numel()``: after a node-dropping pooling that count is itself symbolic."""
+    flat = index.reshape(-1)
+    return torch.cat([flat, flat.new_full((1,), -1)]).max().item() + 1
+
+
 def _symbolic_size(scatter):
     @functools.wraps(scatter)
     def wrapper(src, index, dim=0, dim_size=None, reduce="sum"):
-        if dim_size is None and torch.compiler.is_compiling() and index.numel() > 0:
-            dim_size = index.max().item() + 1
+        if dim_size is None and torch.compiler.is_compiling():
+            dim_size = _count(index)
         return scatter(src, index, dim, dim_size, reduce)
     return wrapper
 
@@ -48,8 +55,8 @@ def _symbolic_num_nodes(maybe_num_nodes):
         edge_index_class = getattr(sys.modules.get("torch_geometric"), "EdgeIndex", ())
         if num_nodes is None and torch.compiler.is_compiling() and \
                 isinstance(edge_index, torch.Tensor) and edge_index.layout == torch.strided \
-                and not isinstance(edge_index, edge_index_class) and edge_index.numel() > 0:
-            return edge_index.max().item() + 1
+                and not isinstance(edge_index, edge_index_class):
+            return _count(edge_index)
         return maybe_num_nodes(edge_index, num_nodes)
     return wrapper
 
@@ -64,9 +71,9 @@ def _symbolic_batch_size(forward):
             "batch") else None)
         given = kwargs.get("batch_size", args[position] if len(args) > position else None)
         if given is None and batch is not None and torch.compiler.is_compiling() \
-                and batch.numel() > 0:
+                and isinstance(batch, torch.Tensor):
             args = args[:position]
-            kwargs = {**kwargs, "batch_size": batch.max().item() + 1}
+            kwargs = {**kwargs, "batch_size": _count(batch)}
         return forward(*args, **kwargs)
     return wrapper
 
@@ -77,8 +84,8 @@ def _symbolic_dim_size(call):
     @functools.wraps(call)
     def wrapper(self, x, index=None, ptr=None, dim_size=None, *args, **kwargs):
         if dim_size is None and ptr is None and index is not None and \
-                torch.compiler.is_compiling() and index.numel() > 0:
-            dim_size = index.max().item() + 1
+                torch.compiler.is_compiling():
+            dim_size = _count(index)
         return call(self, x, index, ptr, dim_size, *args, **kwargs)
     return wrapper
 

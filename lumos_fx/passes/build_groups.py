@@ -35,6 +35,7 @@ from ..channels import ChannelGraph, Labels
 from ..rules import REGISTRY
 from ..rules.categorical import is_categorical_input
 from ..rules.context import ConsumerUse, ParamSpec, RuleContext
+from .param_reads import pin_unaccounted_reads
 from ..rules.elementwise import unary
 from ..rules.param_views import permuted_dims
 from ..rules.shape import ChannelCount
@@ -144,10 +145,16 @@ def build_groups(graphs: dict[bool, fx.GraphModule], input_dims: dict | None = N
     for training in sorted(graphs):          # eval first: it counts the FLOPs
         ctx.for_graph(graphs[training], training)
         for node in graphs[training].graph.nodes:
+            ctx.node = node
             out = _labels_of(ctx, node, input_dims or {}, inputs)
             ctx.labels[node] = out
             node.meta.setdefault("lumos", {})["labels"] = out
+    ctx.node = None
     if len(graphs) > 1:
+        ctx.pin_one_sided_weights()
+    for training in sorted(graphs):
+        pin_unaccounted_reads(ctx.for_graph(graphs[training], training))
+    if len(graphs) > 1:      # the whole reads stored above, when one graph only has them
         ctx.pin_one_sided_weights()
     categorical = {name for name, (_, labels) in inputs.items()
                    if len(labels) and ctx.channels.space_of(int(labels[0])).kind == "categorical"}

@@ -69,11 +69,12 @@ def _sources(value: fx.Node) -> list[fx.Node] | None:
 
 
 def computed_weight(ctx, layer: fx.Node, value: Any, argument: str,
-                    numbered: bool = False) -> str | None:
+                    numbered: bool = False, as_buffer: bool = False) -> str | None:
     """The name under which ``layer``'s ``argument`` (``"weight"``, ``"bias"``) is sliced
     when ``value`` is computed from parameters alone and read by ``layer`` only; None
     otherwise (the layer then pins). ``numbered``: a taken name gets ``_1``, ``_2``, ...
-    (an op's several computed operands) instead of the suffix."""
+    (an op's several computed operands) instead of the suffix. It is stored as a buffer
+    when computed from buffers alone, or ``as_buffer``."""
     if not (isinstance(value, fx.Node) and value.op == "call_function"
             and len(value.users) == 1 and ctx.shape(value) is not None):
         return None
@@ -98,8 +99,8 @@ def computed_weight(ctx, layer: fx.Node, value: Any, argument: str,
         count += 1
         path = f"{base}_{count}" if numbered else path + SUFFIX
     ctx.computed_weights[(ctx.training, value.name)] = path
-    ctx.materialize(path, value, constant=not any(isinstance(t, torch.nn.Parameter)
-                                                  for t in tensors))
+    ctx.materialize(path, value, constant=as_buffer or not any(
+        isinstance(t, torch.nn.Parameter) for t in tensors))
     return path
 
 

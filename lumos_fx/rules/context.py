@@ -128,6 +128,8 @@ class RuleContext(ParameterViews):
         self._module_cols: dict[str, Labels] = {}
         self.computed_weights: dict[tuple[bool, str], str] = {}   # (graph, node) -> path
         self._materialized: dict[str, tuple[str | None, tuple, bool]] = {}
+        self.node: fx.Node | None = None          # the node whose rule runs
+        self.param_readers: dict[str, set[fx.Node]] = {}   # path -> nodes that sliced it
 
     def for_graph(self, root: fx.GraphModule, training: bool) -> "RuleContext":
         self.root, self.training, self.labels = root, training, {}
@@ -250,6 +252,8 @@ class RuleContext(ParameterViews):
               flops_per_entry: float = 0.0) -> None:
         """Parameter or buffer ``path`` (``"fc.weight"``) carries ``dims``' labels."""
         dims = {d: lab for d, lab in dims.items() if lab is not None}
+        if self.node is not None:
+            self.param_readers.setdefault(path, set()).add(self.node)
         if self.training:   # the eval graph already counted this use's FLOPs
             flops_per_entry = 0.0
         spec = self.params.get(path)

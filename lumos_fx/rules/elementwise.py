@@ -22,7 +22,7 @@ from __future__ import annotations
 from torch import fx
 
 from .computed_weights import computed_weight
-from .context import broadcast_dims, split_path
+from .context import broadcast_dims
 from .registry import REGISTRY, aten, packets
 
 
@@ -99,8 +99,7 @@ def _parameter_dim(ctx, node, operands, dims, shapes, size, followers):
     if behind is None:
         return None
     path, param_dim = behind
-    labels = ctx.produce(node, size, kind="factory", key=f"{path}:{param_dim}",
-                         name=split_path(path)[0] or path)
+    labels = ctx.parameter_channels(node, path, param_dim, size)
     followers.setdefault(path, {})[param_dim] = labels
     return labels
 

@@ -80,6 +80,10 @@ def linear(ctx, node):
     # a slice of a packed weight is a view a module must not be handed (no_grad views
     # of a parameter break torch's module tracker): gate the activation instead
     cols = ctx.consume(node, 0, last, fold=fold, weight_arg=None if packed else 1)
+    if cols is None and x.get(last) is None:      # learned queries read from a parameter
+        read = ctx.read_parameter_channels(node, node.args[0], last, ctx.shape(node.args[0])[last])
+        cols = read if read is None else ctx.consume_labels(
+            node, 0, last, read, fold=fold, weight_arg=None if packed else 1)
     positions = _batched_positions(ctx.shape(node), 1, -1)
     ctx.param(weight, {0: rows, 1: cols}, flops_per_entry=2 * positions * len(used) / len(rows))
     if cols is not None and ctx.position_gates:

@@ -42,23 +42,33 @@ class ParameterViews:
         """``(path, param dim)`` when ``value`` is a parameter seen through the views of
         :meth:`weight_view` (a class token ``cls.expand(B, -1, -1)``, a position table cut
         to the sequence ``pos[:, :n]``, a bias picked from a stack ``b[0]``) and its ``dim``
-        is the whole of that parameter dim, with ``size`` entries; else None."""
+        is the whole of that parameter dim, with ``size`` entries; else None. (Another
+        op reading the same view unsliced pins the channels afterwards: see
+        :mod:`lumos_fx.passes.param_reads`.)"""
         view, shape = self.weight_view(value, pointwise=True), self.shape(value)
         if view is None or shape is None or not -len(shape) <= dim < len(shape) or \
-                shape[dim] != size or not self._read_once(value):
+                shape[dim] != size:
             return None
         path, dims = view
         return None if dims[dim] is None else (path, dims[dim])
 
-    def _read_once(self, value: Any) -> bool:
-        """Whether every view from the parameter to ``value`` has one reader, the next:
-        a slice the caller records then reaches no op that reads the view unsliced (a
-        Perceiver's ``latents.expand(B, -1, -1)`` is also the query of an attention)."""
-        while self.attr(value) is None:
-            if len(value.users) != 1:
-                return False
-            value = value.args[0]
-        return True
+    def parameter_channels(self, node: fx.Node, path: str, param_dim: int, size: int):
+        """The channels of parameter ``path`` along ``param_dim`` where no layer made them:
+        one set per parameter dim (a learned query, Swin's per-head bias table)."""
+        owner = path.rpartition(".")[0]
+        return self.produce(node, size, kind="factory", key=f"{path}:{param_dim}",
+                            name=owner or path)
+
+    def read_parameter_channels(self, node: fx.Node, value: Any, dim: int, size: int):
+        """The channels of ``value``'s ``dim`` when ``value`` is a view of a whole
+        parameter dim (a Perceiver's or DETR's learned queries ``latents.expand(B, -1, -1)``
+        read by a linear layer), registered as that parameter's; else None."""
+        behind = self.param_behind(value, dim, size)
+        if behind is None:
+            return None
+        labels = self.parameter_channels(node, *behind, size)
+        self.param(behind[0], {behind[1]: labels})
+        return labels
 
     def weight_in_place(self, value: Any) -> str | None:
         """The path of the parameter ``value`` is, directly or through casts and views that

@@ -176,13 +176,17 @@ class LatentQuery(torch.nn.Module):
         return self.head((q + self.attn(q, kv, kv, need_weights=False)[0]).mean(1))
 
 
-def test_latents_read_as_query_and_residual_are_never_sliced_for_one_reader_only():
+def test_latents_read_as_query_and_residual_are_sliced_for_both_readers():
+    """(Set Transformer's inducing points and DETR's object queries are read the same way.)"""
+    from lumos_fx.prunability import smallest_fraction
     torch.manual_seed(0)
     model = LatentQuery().eval()
     gated = lumos.compile(model, example_inputs=(torch.randn(2, 5, 6),))
-    randomize_gates(gated, seed=1)
+    assert smallest_fraction(gated) < 0.1, lumos.report(gated)
+    with torch.no_grad():
+        lumos.gates(gated)["inp"].log_alpha[:6] = -10.0        # the stream, latents included
     pruned = lumos.extract(gated)
-    assert pruned.latents.shape == (4, 16)
+    assert pruned.latents.shape == (4, 10) and pruned.attn.in_proj_weight.shape[1] == 10
     assert lumos.verify(gated, pruned, (torch.randn(3, 7, 6),)) < 1e-5
 
 

@@ -157,7 +157,8 @@ class ChannelGraph:
                     if atom in kept_atoms:
                         kept.add(channel_of_atom[atom])
             # named after a layer or input, not a tensor the model allocated
-            name = next((s.name for s in spaces if s.kind != "factory"), spaces[0].name)
+            name = next((s.name for s in spaces if s.kind not in ("factory", "broadcast")),
+                        spaces[0].name)
             groups.append(Group(len(groups), name, spaces, channel_of_atom, pinned,
                                 frozenset(kept)))
         return groups

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from torch import fx
 
 from ..channels import ChannelGraph, Labels
@@ -73,7 +75,8 @@ _DIM_ONE_READERS = ("conv", "batch_norm", "instance_norm", "group_norm")
 
 def feature_dim(node: fx.Node) -> int:
     """The dim of an input the model reads as channels: followed through ops that keep
-    dims in place (activations, dropout), move them (``transpose``, ``permute``) or
+    dims in place (activations, dropout, ``cat`` with other tensors), move them
+    (``transpose``, ``permute``) or
     flatten the ones before the last (``x.reshape(-1, F)``) to the first op that reads
     one dim, such as a linear layer or a recurrent one (the last dim: the ``F`` of
     ``(B, T, F)``) or a convolution (dim 1); dim 1 when no such reader is found."""
@@ -110,6 +113,9 @@ def _moved_dims(user: fx.Node, name: str, dims: list, current: fx.Node) -> list 
         return None
     if REGISTRY.find(user.target) in (REGISTRY.pointwise, unary):
         return dims if len(shape) == len(dims) else None
+    if name in ("cat", "concat", "concatenate") and isinstance(user.args[0], (list, tuple)) \
+            and current in user.args[0]:
+        return dims if len(shape) == len(dims) else None   # joined with others, dims in place
     if user.args[0] is not current:
         return None
     moved = permuted_dims(name, user.args, dims)
@@ -156,6 +162,11 @@ def build_groups(graphs: dict[bool, fx.GraphModule], input_dims: dict | None = N
         pin_unaccounted_reads(ctx.for_graph(graphs[training], training))
     if len(graphs) > 1:      # the whole reads stored above, when one graph only has them
         ctx.pin_one_sided_weights()
+    for group in ctx.channels.groups():
+        if all(space.kind == "broadcast" for space in group.spaces):
+            for space in group.spaces:
+                ctx.channels.pin(np.arange(space.start, space.start + space.size),
+                                 "copies of one entry (expand): nothing to prune")
     categorical = {name for name, (_, labels) in inputs.items()
                    if len(labels) and ctx.channels.space_of(int(labels[0])).kind == "categorical"}
     return GroupPlan(ctx.channels, ctx.params, ctx.consumers, inputs, categorical)

@@ -197,7 +197,10 @@ def expand(ctx, node):
     """Expanding size-1 dims keeps channels: ``-1`` (or a repeat of 1) on a channel dim,
     or an ``expand``/``broadcast_to`` size equal to the channel count
     (``k[:, :, None].expand(B, Hkv, n, T, D)``), which extraction rewrites to the kept
-    count. ``repeat(..., n, ...)`` on a channel dim tiles its labels. Anything else pins."""
+    count. ``repeat(..., n, ...)`` on a channel dim tiles its labels. Anything else pins.
+    A tensor without channels expanded from size 1 to a literal size (a key padding mask
+    over the heads) gets "broadcast" channels there, to be joined with what it meets;
+    left on their own they are pinned (:func:`lumos_fx.passes.build_groups.build_groups`)."""
     x = ctx.of(node.args[0]) or {}
     sizes = list(node.args[1])
     src = ctx.shape(node.args[0])
@@ -217,6 +220,15 @@ def expand(ctx, node):
             node.meta.setdefault("lumos", {})["codegen"] = "shape_args"
             continue
         ctx.pin(lab, f"{node.name}: {node.target} with a computed or new size on a channel dim")
+    if node.target is not aten.repeat.default and not x:
+        for d, size in enumerate(sizes[shift:]):
+            if src[d] == 1 and isinstance(size, int) and size > 1:
+                # copies of one entry of a tensor without channels (a padding mask
+                # expanded over the heads): channels that join what they meet (the heads);
+                # extraction rewrites the literal size
+                out[d + shift] = ctx.produce(node, size, kind="broadcast",
+                                             key=f"broadcast:{ctx.training}:{node.name}:{d}")
+                node.meta.setdefault("lumos", {})["codegen"] = "shape_args"
     return out
 
 

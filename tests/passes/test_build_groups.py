@@ -46,6 +46,18 @@ class FlattenedRows(nn.Module):
         return self.fc(x.reshape(-1, x.shape[-1])).view(x.shape[0], -1)
 
 
+class JoinedPoints(nn.Module):
+    """A neural process encoder: context points (batch, points, features) joined with
+    their values along the features, then read by a linear layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.Linear(5 + 1, 8)
+
+    def forward(self, x):
+        return self.enc(torch.cat([x, x[..., :1].square()], -1)).mean(1)
+
+
 def _dim(model, x):
     gm = capture(model, (x,))[False]
     propagate_shapes(gm, (x,))
@@ -61,8 +73,9 @@ def _dim(model, x):
     (ChannelsLastSeries("swapdims"), (3, 7, 5), 2),
     (FlattenedRows(), (3, 7, 5), 2),
     (nn.Conv1d(7, 2, 1), (3, 7, 5), 1),
+    (JoinedPoints(), (3, 7, 5), 2),
 ], ids=["lstm", "gru", "permute-conv", "transpose-conv", "mT-conv", "swapdims-conv",
-        "reshape-linear", "conv"])
+        "reshape-linear", "conv", "cat-linear"])
 def test_the_features_are_the_dim_the_first_reader_reads(model, shape, dim):
     assert _dim(model, torch.randn(*shape)) == dim
 

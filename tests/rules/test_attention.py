@@ -219,3 +219,51 @@ def test_attention_of_rank_three_is_one_head_and_leaves_the_batch_unlabeled():
     pruned = lumos.extract(gated)
     assert not any(name in dict(pruned.named_children()) for name in ("q", "k", "v", "proj"))
     assert lumos.verify(gated, pruned, (torch.randn(3, 6, 3),)) < 1e-5
+
+
+class PaddedSetEncoder(torch.nn.Module):
+    """``nn.TransformerEncoderLayer`` with a key padding mask, which attention expands
+    over the heads with a literal head count (``mask.view(B, 1, 1, S).expand(-1, H, -1,
+    -1)``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp, self.out = torch.nn.Linear(5, 16), torch.nn.Linear(16, 1)
+        self.layer = torch.nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True)
+
+    def forward(self, x, padding):
+        return self.out(self.layer(self.inp(x), src_key_padding_mask=padding).mean(1))
+
+
+def _padded(batch: int, points: int, seed: int):
+    padding = torch.zeros(batch, points, dtype=torch.bool)
+    padding[0, -2:] = True
+    return torch.randn(batch, points, 5, generator=torch.Generator().manual_seed(seed)), padding
+
+
+def test_a_padding_mask_expanded_over_the_heads_keeps_the_heads_prunable():
+    torch.manual_seed(0)
+    model = PaddedSetEncoder().eval()
+    gated = lumos.compile(model, example_inputs=_padded(2, 6, 0))
+    groups = {g.name: g for g in lumos.report(gated).groups}
+    assert groups["layer.self_attn"].pinned is None and groups["layer.self_attn"].total == 2
+    other = _padded(3, 7, 1)
+    torch.testing.assert_close(gated.eval()(*other), model(*other))
+    with torch.no_grad():
+        lumos.gates(gated)["layer.self_attn"].log_alpha[0] = -10.0
+    pruned = lumos.extract(gated)
+    assert pruned.layer.self_attn.in_proj_weight.shape == (24, 16)
+    assert lumos.verify(gated, pruned, other) < 1e-5
+
+
+def test_copies_of_one_entry_alone_are_not_a_group_to_prune():
+    class Broadcast(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(3, 8)
+
+        def forward(self, x):
+            return self.lin(x).unsqueeze(1).expand(-1, 4, -1).sum(1)
+
+    gated = lumos.compile(Broadcast(), example_inputs=(torch.randn(2, 3),))
+    assert set(lumos.gates(gated)) == {"x"}, lumos.report(gated)

@@ -171,7 +171,8 @@ class SplineLayer(nn.Module):
             basis = ((u - g[:, :-(p + 1)]) / (g[:, p:-1] - g[:, :-(p + 1)]) * basis[:, :, :-1]
                      + (g[:, p + 1:] - u) / (g[:, p + 1:] - g[:, 1:-p]) * basis[:, :, 1:])
         flat = basis.view(x.size(0), -1)
-        return F.linear(F.silu(x), self.base) + F.linear(flat, self.spline.view(len(self.spline), -1))
+        spline = self.spline.view(len(self.spline), -1)
+        return F.linear(F.silu(x), self.base) + F.linear(flat, spline)
 
 
 def test_tensors_computed_from_buffers_alone_are_stored_as_buffers_and_select_features():
